@@ -1,0 +1,1 @@
+"""DVC stage commands: one typer command per stage, each thin (parse, call the library, write)."""

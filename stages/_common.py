@@ -1,0 +1,46 @@
+"""What every stage shares: the params option, reading declared keys, user-facing errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from trait_interp.config import read_params
+from trait_interp.errors import UserInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="Params file; the stage reads only the keys it declares in dvc.yaml.")
+]
+
+
+def user_errors(fn: F) -> F:
+    """Turn a UserInputError into ``error: <message>`` on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) -> dict[str, Any]:
+    """Read the stage's declared keys; ``{name}`` placeholders are filled from earlier keys.
+
+    E.g. ``models.{extraction_model}`` is read after ``extraction_model``.
+    """
+    values: dict[str, Any] = {}
+    for key in keys:
+        concrete = key.format(**{**placeholders, **{k: v for k, v in values.items() if isinstance(v, str)}})
+        values[key] = read_params(params_path, [concrete])[concrete]
+    return values

@@ -1,0 +1,37 @@
+"""Stage build_toy_models: seeded tiny base + instruct models and a locally trained tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.config import from_mapping
+from trait_interp.errors import UserInputError
+from trait_interp.io import atomic_dir
+from trait_interp.toy import ToyModelSettings, build_model, perturbed_copy, train_tokenizer
+
+PARAMS = ("toy_models",)
+
+
+@user_errors
+def main(
+    corpus: Annotated[Path, typer.Option(help="Text file (one line per sample) to train the tokenizer on.")],
+    out_base: Annotated[Path, typer.Option(help="Output folder of the base model (completion mode).")],
+    out_instruct: Annotated[Path, typer.Option(help="Output folder of the instruct model (chat template).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Build the toy models deterministically from toy_models.seed."""
+    settings = from_mapping(ToyModelSettings, stage_params(params, PARAMS)["toy_models"], f"{params}:toy_models")
+    if not corpus.is_file():
+        raise UserInputError(f"{corpus}: tokenizer corpus not found")
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    base = build_model(settings, tokenizer := train_tokenizer(lines, settings.vocab_size, chat=False))
+    instruct = perturbed_copy(base, settings.instruct_noise, settings.seed)
+    for model, chat, out in ((base, False, out_base), (instruct, True, out_instruct)):
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            (train_tokenizer(lines, settings.vocab_size, chat=True) if chat else tokenizer).save_pretrained(tmp)
+    typer.echo(f"toy models: {out_base} (base), {out_instruct} (instruct), {settings.num_layers} layers")

@@ -1,0 +1,29 @@
+"""``trait-interp <stage>``: every DVC stage as a command (also ``python -m stages``)."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import build_toy_models, capture_activations, evaluate_vectors, extract_vectors, generate_responses
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # keep secrets (API keys) out of tracebacks
+    help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage.",
+)
+
+STAGES = {
+    "build-toy-models": build_toy_models,
+    "generate-responses": generate_responses,
+    "capture-activations": capture_activations,
+    "extract-vectors": extract_vectors,
+    "evaluate-vectors": evaluate_vectors,
+}
+
+for _name, _module in STAGES.items():
+    app.command(name=_name)(_module.main)
+
+
+def main() -> None:
+    app(prog_name="trait-interp")

@@ -1,0 +1,60 @@
+"""Stage extract_vectors: one unit vector per layer, per site and method, with a JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas.examples import Examples
+from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.activation_store import load_activations
+from trait_interp.config import from_mapping
+from trait_interp.extraction import VectorSettings, class_sets, extract_layers, mean_norms
+from trait_interp.io import atomic_dir
+from trait_interp.tables import read_table
+from trait_interp.vectors import VectorMetadata, VectorSet, save_vectors
+
+PARAMS = ("vectors",)
+
+
+@user_errors
+def main(
+    activations: Annotated[Path, typer.Option(help="Folder written by capture_activations.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <site>/<method>.safetensors + .json.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Run every configured method on the train split, per site and layer."""
+    settings = from_mapping(VectorSettings, stage_params(params, PARAMS)["vectors"], f"{params}:vectors")
+    stored = load_activations(activations / "activations.safetensors")
+    examples = read_table(activations / "examples.csv", Examples)
+    meta = json.loads((activations / "meta.json").read_text(encoding="utf-8"))
+    with atomic_dir(out) as tmp:
+        for site, acts in stored.acts.items():
+            train = class_sets(acts, examples, "train", meta["paired"])
+            n_val = int((examples["split"] == "val").sum())
+            norms = mean_norms(train, stored.layers)
+            for method in settings.methods:
+                vectors, info = extract_layers(train, method, settings.settings, stored.layers)
+                metadata = VectorMetadata(
+                    trait=meta["trait"],
+                    variant=meta["variant"],
+                    model=meta["model"],
+                    revision=meta["revision"],
+                    adapter=meta["adapter"],
+                    site=site,
+                    position=meta["position"],
+                    method=method,
+                    method_params=asdict(settings.settings),
+                    dataset_hash=meta["dataset_hash"],
+                    n_train=int(train.positive.shape[0] + train.negative.shape[0]),
+                    n_val=n_val,
+                    layers=list(stored.layers),
+                    train_metrics=info,
+                    activation_norms=norms,
+                )
+                save_vectors(tmp, VectorSet(vectors, metadata))
+    typer.echo(f"{meta['trait']}: {len(settings.methods)} methods x {len(stored.acts)} sites -> {out}")

@@ -1,0 +1,64 @@
+"""Batched greedy generation that returns the exact generated token ids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from trait_interp.prompting import left_pad
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """``generation:`` in params. ``max_new_tokens: auto`` = what the position needs."""
+
+    batch_size: int = 16
+    max_new_tokens: int | Literal["auto"] = "auto"
+
+
+def trim_response(ids: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
+    """Generated ids up to and including the first EOS (the rest is padding)."""
+    out: list[int] = []
+    for token in ids:
+        out.append(int(token))
+        if token in eos_ids:
+            break
+    return out
+
+
+@torch.no_grad()
+def generate_greedy(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: Sequence[int],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Greedy continuations of each prompt (left-padded batches); exact ids, EOS kept."""
+    if max_new_tokens == 0:
+        return [[] for _ in prompts]
+    device = next(model.parameters()).device
+    responses: list[list[int]] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
+        batch = prompts[start : start + batch_size]
+        input_ids, attention_mask, _ = left_pad(batch, pad_id)
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad_id,
+            eos_token_id=list(eos_ids),
+        )
+        new_tokens = output[:, input_ids.shape[1] :].tolist()  # [batch, <= max_new_tokens]
+        responses.extend(trim_response(row, eos_ids) for row in new_tokens)
+    return responses

@@ -1,0 +1,109 @@
+"""Activation sites: which module of decoder block L to hook for each named site.
+
+Sites: ``residual`` (block output), ``attn_out`` (o_proj output), ``mlp_out`` (down_proj output),
+``attn_contribution`` / ``mlp_contribution`` (what is actually added to the residual stream: after
+the post-sublayer norm where the architecture has one, as in Gemma-2/3 and OLMo-2), ``k_proj``,
+``v_proj``. Blocks are found by walking the module tree, so a peft wrapper or a multimodal shell
+around the language model changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from trait_interp.errors import UserInputError
+from trait_interp.layers import normalize_layer
+
+SITES: tuple[str, ...] = (
+    "residual",
+    "attn_out",
+    "mlp_out",
+    "attn_contribution",
+    "mlp_contribution",
+    "k_proj",
+    "v_proj",
+)
+
+# Relative module path inside one decoder block, per architecture family. "" = the block itself.
+_PRE_NORM = {
+    "residual": "",
+    "attn_out": "self_attn.o_proj",
+    "mlp_out": "mlp.down_proj",
+    "attn_contribution": "self_attn.o_proj",
+    "mlp_contribution": "mlp.down_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+}
+_POST_NORM = {
+    **_PRE_NORM,
+    "attn_contribution": "post_attention_layernorm",
+    "mlp_contribution": "post_feedforward_layernorm",
+}
+ARCHITECTURES: dict[str, dict[str, str]] = {
+    "llama": _PRE_NORM,
+    "mistral": _PRE_NORM,
+    "qwen2": _PRE_NORM,
+    "qwen3": _PRE_NORM,
+    "gemma": _PRE_NORM,
+    "gemma2": _POST_NORM,
+    "gemma3": _POST_NORM,
+    "gemma3_text": _POST_NORM,
+    "olmo2": _POST_NORM,
+}
+
+
+@dataclass(frozen=True)
+class SiteModule:
+    site: str
+    layer: int
+    name: str  # full dotted module name, e.g. "model.layers.3.self_attn.o_proj"
+    module: nn.Module
+
+
+def model_type(model: nn.Module) -> str:
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    return str(config.model_type)
+
+
+def num_layers(model: nn.Module) -> int:
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    return int(config.num_hidden_layers)
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of decoder blocks (name, module), found through any wrapper."""
+    n = num_layers(model)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] == "layers" and len(module) == n:
+            return name, module
+    raise UserInputError(f"could not find the {n} decoder layers in {type(model).__name__}")
+
+
+def check_site(site: str) -> str:
+    if site not in SITES:
+        raise UserInputError(f"unknown site '{site}'; available: {', '.join(SITES)}")
+    return site
+
+
+def resolve_site(model: nn.Module, site: str, layer: int) -> SiteModule:
+    check_site(site)
+    arch = model_type(model)
+    if arch not in ARCHITECTURES:
+        raise UserInputError(
+            f"unknown architecture '{arch}': sites are defined for {', '.join(sorted(ARCHITECTURES))}; "
+            "add it to trait_interp.sites.ARCHITECTURES"
+        )
+    prefix, blocks = decoder_layers(model)
+    layer = normalize_layer(layer, len(blocks))
+    relative = ARCHITECTURES[arch][site]
+    module: nn.Module = blocks[layer]
+    for part in filter(None, relative.split(".")):
+        if not hasattr(module, part):
+            raise UserInputError(f"{arch} block {layer} has no submodule '{relative}' for site '{site}'")
+        module = getattr(module, part)
+    name = f"{prefix}.{layer}" + (f".{relative}" if relative else "")
+    return SiteModule(site=site, layer=layer, name=name, module=module)
