@@ -13,7 +13,7 @@ from schemas.evaluation import VectorEvaluation
 from schemas.examples import Examples
 from stages._common import user_errors
 from trait_interp.activation_store import load_activations
-from trait_interp.evaluation import best_layer, evaluate_layers
+from trait_interp.evaluation import evaluate_layers, summarize
 from trait_interp.extraction import class_sets
 from trait_interp.io import write_json, write_with
 from trait_interp.tables import read_table, write_table
@@ -37,23 +37,16 @@ def main(
     examples = read_table(activations / "examples.csv", Examples)
     meta = json.loads((activations / "meta.json").read_text(encoding="utf-8"))
     methods = sorted(path.stem for path in vectors.glob("*/*.safetensors") if path.parent.name == meta["sites"][0])
-    records, summary = [], {}
+    records = []
     for site, acts in stored.acts.items():
         train = class_sets(acts, examples, "train", meta["paired"])
         val = class_sets(acts, examples, "val", meta["paired"])
         for method in methods:
-            vector_set = load_vectors(vectors, site, method)
-            rows = evaluate_layers(train, val, vector_set.vectors, stored.layers)
+            rows = evaluate_layers(train, val, load_vectors(vectors, site, method).vectors, stored.layers)
             records += [{"trait": meta["trait"], "site": site, "method": method, **row} for row in rows]
-            best = best_layer(rows)
-            summary.setdefault(site, {})[method] = {
-                "best_layer": best["layer"],
-                "val_accuracy": round(best["val_accuracy"], 4),
-                "cohens_d": round(best["cohens_d"], 4),
-            }
     df = write_table(pd.DataFrame.from_records(records), VectorEvaluation, table)
-    write_json(metrics, {"trait": meta["trait"], "position": meta["position"], **summary})
     plot_site = PLOT_SITE if PLOT_SITE in stored.acts else meta["sites"][0]
+    write_json(metrics, summarize(df, meta, plot_site))
     for path, column in ((plot_accuracy, "val_accuracy"), (plot_effect, "cohens_d")):
         wide = df[df["site"] == plot_site].pivot(index="layer", columns="method", values=column).reset_index()
         write_with(path, lambda tmp, wide=wide: wide.to_csv(tmp, index=False, float_format="%.4f"))

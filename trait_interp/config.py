@@ -94,7 +94,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except UserInputError as err:
                 errors.append(str(err))
-        raise UserInputError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        if len(errors) == 1:
+            raise UserInputError(errors[0])
+        options = " or ".join(e.split(": ", 1)[-1] for e in errors)
+        raise UserInputError(f"{where}: invalid value {value!r} ({options})")
     if origin is typing.Literal:
         if value not in args:
             raise UserInputError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")

@@ -105,7 +105,7 @@ def load_scenarios(path: Path) -> tuple[Scenario, ...]:
     if not path.is_file():
         raise UserInputError(f"{path}: file not found; add it with one scenario per line")
     scenarios: list[Scenario] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # "\n" only: U+2028, \x0c... are text
         line = raw.strip()
         if not line:
             continue

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny models built from configs and a tokenizer trained here (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "datasets" / "toy" / "tokenizer_corpus.txt"
+
+_COMMON = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+ARCHITECTURES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM, {"head_dim": 8, "sliding_window": 64}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+    "mistral": (MistralConfig, MistralForCausalLM, {}),
+}
+
+
+def tiny_model(arch: str, seed: int = 0) -> PreTrainedModel:
+    """A 3-layer float32 model of the given architecture with random (seeded) weights."""
+    config_cls, model_cls, extra = ARCHITECTURES[arch]
+    config = config_cls(**_COMMON, **extra)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    with torch.no_grad():  # larger weights than the default init, so differences are visible
+        for param in model.parameters():
+            if param.ndim >= 2:
+                param.normal_(0, 0.2)
+    return model
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def any_model(request: pytest.FixtureRequest) -> PreTrainedModel:
+    return tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def corpus_lines() -> list[str]:
+    return [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def base_tokenizer(corpus_lines):
+    return train_tokenizer(corpus_lines, 400, chat=False)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(corpus_lines):
+    return train_tokenizer(corpus_lines, 400, chat=True)
+
+
+@pytest.fixture(scope="session")
+def toy_model(base_tokenizer):
+    return build_model(ToyModelSettings(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3), base_tokenizer)
