@@ -12,6 +12,7 @@ import typer
 
 from trait_interp.config import read_params
 from trait_interp.errors import UserInputError
+from trait_interp.models import ModelSpec, model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,3 +45,9 @@ def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) 
         concrete = key.format(**{**placeholders, **{k: v for k, v in values.items() if isinstance(v, str)}})
         values[key] = read_params(params_path, [concrete])[concrete]
     return values
+
+
+def chosen_model(values: dict[str, Any], role: str, params_path: Path) -> tuple[str, ModelSpec]:
+    """The registry entry named by ``role`` (e.g. ``extraction_model``), read via ``models.{role}``."""
+    key = values[role]
+    return key, model_spec({key: values[f"models.{{{role}}}"]}, key, str(params_path))

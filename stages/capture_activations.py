@@ -12,13 +12,13 @@ import typer
 
 from schemas.examples import Examples
 from schemas.responses import Responses
-from stages._common import ParamsOption, stage_params, user_errors
+from stages._common import ParamsOption, chosen_model, stage_params, user_errors
 from trait_interp.activation_store import save_activations
 from trait_interp.capture import ExtractionSettings, TokenSequence, capture_pooled
 from trait_interp.config import from_mapping
 from trait_interp.io import atomic_dir, write_json
 from trait_interp.layers import parse_layers
-from trait_interp.models import load_model, model_spec
+from trait_interp.models import load_model
 from trait_interp.positions import parse_position
 from trait_interp.sites import check_site, num_layers
 from trait_interp.split import assign_split
@@ -41,8 +41,7 @@ def main(
 ) -> None:
     """Capture pooled activations (one forward pass per batch) and a pair-preserving train/val split."""
     p = stage_params(params, PARAMS)
-    key = p["extraction_model"]
-    spec = model_spec({key: p["models.{extraction_model}"]}, key, str(params))
+    key, spec = chosen_model(p, "extraction_model", params)
     settings = from_mapping(ExtractionSettings, p["extraction"], f"{params}:extraction")
     position = parse_position(settings.position)
     sites = tuple(check_site(site) for site in settings.sites)

@@ -9,11 +9,11 @@ import pandas as pd
 import typer
 
 from schemas.responses import Responses
-from stages._common import ParamsOption, stage_params, user_errors
+from stages._common import ParamsOption, chosen_model, stage_params, user_errors
 from trait_interp.config import from_mapping
 from trait_interp.datasets import TraitScenarios, load_scenarios, pair_scenarios
 from trait_interp.generation import GenerationSettings, generate_greedy
-from trait_interp.models import load_model, load_tokenizer, model_spec
+from trait_interp.models import load_model, load_tokenizer
 from trait_interp.positions import parse_position, resolve_max_new_tokens
 from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
 from trait_interp.tables import write_table
@@ -31,8 +31,7 @@ def main(
 ) -> None:
     """Generate greedy responses for both sides of every scenario with the extraction model."""
     p = stage_params(params, PARAMS)
-    key = p["extraction_model"]
-    spec = model_spec({key: p["models.{extraction_model}"]}, key, str(params))
+    key, spec = chosen_model(p, "extraction_model", params)
     position = parse_position(p["extraction.position"])
     gen = from_mapping(GenerationSettings, p["generation"], f"{params}:generation")
     max_new = resolve_max_new_tokens(position, None if gen.max_new_tokens == "auto" else gen.max_new_tokens)
