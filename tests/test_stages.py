@@ -198,3 +198,19 @@ def test_model_build_is_deterministic(tmp_path):
 def test_no_temp_files_left(pipeline):
     tmp, _, out = pipeline
     assert not [p for p in tmp.rglob("*.tmp")]
+
+
+def test_outputs_are_byte_identical_across_processes(pipeline, tmp_path):
+    """DVC hashes files: the same inputs must give the same bytes in a fresh process."""
+    import subprocess
+    import sys
+
+    tmp, params, out = pipeline
+    again = tmp_path / "vectors"
+    subprocess.run(
+        [sys.executable, "-m", "stages", "extract-vectors", "--activations", str(out / "activations"),
+         "--out", str(again), "--params", str(params)],
+        check=True, capture_output=True, cwd=REPO,
+    )
+    for first in sorted((out / "vectors").rglob("*.*")):
+        assert first.read_bytes() == (again / first.relative_to(out / "vectors")).read_bytes(), first

@@ -70,8 +70,9 @@ def save_vectors(directory: Path, vector_set: VectorSet) -> None:
         "vectors": vector_set.vectors.float().contiguous(),
         "layers": torch.tensor(meta.layers, dtype=torch.int64),
     }
-    header = {"trait": meta.trait, "site": meta.site, "method": meta.method, "position": meta.position}
-    write_with(tensor_path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    # no safetensors header metadata: its key order is not stable across processes, which would
+    # make identical vectors hash differently for DVC; the JSON sidecar carries the provenance
+    write_with(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
     write_json(json_path, asdict(meta))
 
 
