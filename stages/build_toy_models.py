@@ -11,7 +11,7 @@ from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.config import from_mapping
 from trait_interp.errors import UserInputError
 from trait_interp.io import atomic_dir
-from trait_interp.toy import ToyModelSettings, build_model, perturbed_copy, train_tokenizer
+from trait_interp.toy import CHAT_TEMPLATE, ToyModelSettings, build_model, perturbed_copy, train_tokenizer
 
 PARAMS = ("toy_models",)
 
@@ -28,10 +28,14 @@ def main(
     if not corpus.is_file():
         raise UserInputError(f"{corpus}: tokenizer corpus not found")
     lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
-    base = build_model(settings, tokenizer := train_tokenizer(lines, settings.vocab_size, chat=False))
+    tokenizer = train_tokenizer(lines, settings.vocab_size, chat=False)
+    base = build_model(settings, tokenizer)
     instruct = perturbed_copy(base, settings.instruct_noise, settings.seed)
-    for model, chat, out in ((base, False, out_base), (instruct, True, out_instruct)):
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            (train_tokenizer(lines, settings.vocab_size, chat=True) if chat else tokenizer).save_pretrained(tmp)
+    with atomic_dir(out_base) as tmp:
+        base.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    tokenizer.chat_template = CHAT_TEMPLATE  # the instruct model: same vocabulary, plus a chat template
+    with atomic_dir(out_instruct) as tmp:
+        instruct.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     typer.echo(f"toy models: {out_base} (base), {out_instruct} (instruct), {settings.num_layers} layers")
