@@ -35,7 +35,7 @@ def main(
     with atomic_dir(out) as tmp:
         for site, acts in stored.acts.items():
             train = class_sets(acts, examples, "train", meta["paired"])
-            n_val = int((examples["split"] == "val").sum())
+            val = class_sets(acts, examples, "val", meta["paired"])  # counted as train is: usable rows only
             norms = mean_norms(train, stored.layers)
             for method in settings.methods:
                 vectors, info = extract_layers(train, method, settings.settings, stored.layers)
@@ -51,7 +51,7 @@ def main(
                     method_params=asdict(settings.settings),
                     dataset_hash=meta["dataset_hash"],
                     n_train=int(train.positive.shape[0] + train.negative.shape[0]),
-                    n_val=n_val,
+                    n_val=int(val.positive.shape[0] + val.negative.shape[0]),
                     layers=list(stored.layers),
                     train_metrics=info,
                     activation_norms=norms,
