@@ -12,10 +12,12 @@ import typer
 
 from schemas.examples import Examples
 from schemas.responses import Responses
+from schemas.vetting import VettingScores
 from stages._common import ParamsOption, chosen_model, stage_params, user_errors
 from trait_interp.activation_store import save_activations
 from trait_interp.capture import ExtractionSettings, TokenSequence, capture_pooled
 from trait_interp.config import from_mapping
+from trait_interp.errors import UserInputError
 from trait_interp.io import atomic_dir, write_json
 from trait_interp.layers import parse_layers
 from trait_interp.models import load_model
@@ -33,10 +35,22 @@ def dataset_hash(responses: pd.DataFrame) -> str:
     return hashlib.sha256(json.dumps(keys.values.tolist()).encode()).hexdigest()
 
 
+def kept_responses(table: pd.DataFrame, vetting: pd.DataFrame, where: Path) -> pd.DataFrame:
+    """The responses the vetting table keeps; it must cover exactly the responses given."""
+    keys = ["pair_index", "polarity"]
+    merged = table.merge(vetting[keys + ["kept"]], on=keys, how="left", validate="one_to_one")
+    if merged["kept"].isna().any() or len(vetting) != len(table):
+        raise UserInputError(f"{where}: vetting table does not match the responses; re-run vet_responses")
+    return table[merged["kept"].astype(bool).to_numpy()].reset_index(drop=True)
+
+
 @user_errors
 def main(
     responses: Annotated[Path, typer.Option(help="Responses table from generate_responses (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Output folder: activations.safetensors, examples.csv, meta.json.")],
+    vetting: Annotated[
+        Path | None, typer.Option(help="Vetting table from vet_responses (.jsonl); only kept responses are used.")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Capture pooled activations (one forward pass per batch) and a pair-preserving train/val split."""
@@ -46,6 +60,9 @@ def main(
     position = parse_position(settings.position)
     sites = tuple(check_site(site) for site in settings.sites)
     table = read_table(responses, Responses)
+    n_generated = len(table)
+    if vetting is not None:
+        table = kept_responses(table, read_table(vetting, VettingScores), vetting)
 
     model = load_model(spec)
     layers = parse_layers(settings.layers, num_layers(model))
@@ -84,6 +101,8 @@ def main(
                 "split_seed": settings.split_seed,
                 "dataset_hash": dataset_hash(table),
                 "n_examples": len(table),
+                "n_generated": n_generated,
+                "vetting": None if vetting is None else str(vetting),
                 "n_empty_selection": n_empty,
             },
         )

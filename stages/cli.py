@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from stages import build_toy_models, capture_activations, evaluate_vectors, extract_vectors, generate_responses
+from stages import (
+    build_toy_models,
+    capture_activations,
+    evaluate_vectors,
+    extract_vectors,
+    generate_responses,
+    steering_eval,
+    vet_responses,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,9 +24,11 @@ app = typer.Typer(
 STAGES = {
     "build-toy-models": build_toy_models,
     "generate-responses": generate_responses,
+    "vet-responses": vet_responses,
     "capture-activations": capture_activations,
     "extract-vectors": extract_vectors,
     "evaluate-vectors": evaluate_vectors,
+    "steering-eval": steering_eval,
 }
 
 for _name, _module in STAGES.items():

@@ -17,19 +17,30 @@ from tests.conftest import REPO
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 
 
-def trait_interp_imports(module_file: Path, seen: set[str] | None = None) -> set[str]:
-    """trait_interp modules imported (transitively) by a module file."""
+def module_file(name: str) -> Path:
+    """``trait_interp.judge.cache`` -> its .py file (a package -> its __init__.py)."""
+    base = REPO / name.replace(".", "/")
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def trait_interp_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """trait_interp modules imported (transitively, relative imports too) by a module file."""
     seen = set() if seen is None else seen
-    for node in ast.walk(ast.parse(module_file.read_text())):
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names = [base] + [f"{base}.{a.name}" for a in node.names if module_file(f"{base}.{a.name}").is_file()]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for name in names:
-            if name.startswith("trait_interp.") and name not in seen:
+            if name.startswith("trait_interp.") and name not in seen and module_file(name).is_file():
                 seen.add(name)
-                trait_interp_imports(REPO / (name.replace(".", "/") + ".py"), seen)
+                trait_interp_imports(module_file(name), seen)
     return seen
 
 
@@ -39,12 +50,18 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
 
     module = importlib.import_module(f"stages.{stage}")
     definition = DVC_YAML["stages"][stage]
-    declared = [p.replace("${extraction_model}", "{extraction_model}") for p in definition.get("params", [])]
+    declared = [
+        p.replace("${extraction_model}", "{extraction_model}").replace("${application_model}", "{application_model}")
+        for p in definition.get("params", [])
+    ]
     assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
     deps = set(definition["deps"])
     assert f"stages/{stage}.py" in deps
-    needed = {n.replace(".", "/") + ".py" for n in trait_interp_imports(REPO / f"stages/{stage}.py")}
-    missing = sorted(d for d in needed if d not in deps and "trait_interp" not in deps)
+    needed = {module_file(n).relative_to(REPO).as_posix() for n in trait_interp_imports(REPO / f"stages/{stage}.py")}
+    def covered(module_path: str) -> bool:  # listed itself, or a folder (e.g. trait_interp/judge) holding it
+        return any(module_path == dep or module_path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+    missing = sorted(d for d in needed if not covered(d))
     # modules every stage imports only for plumbing (errors, io, config, tables) need not re-run stages
     plumbing = {f"trait_interp/{m}.py" for m in ("errors", "io", "config", "tables")}
     assert not set(missing) - plumbing, f"{stage}: add these library modules to its deps: {missing}"
@@ -77,13 +94,20 @@ def project(tmp_path_factory) -> Path:
     params["traits"] = ["behavior/refusal", "tone/formality"]
     params["extraction"]["sites"] = ["residual", "attn_out"]
     params["vectors"]["methods"] = ["probe", "mean_diff"]
+    params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "copy"], root)
     first = _run(["dvc", "repro"], root)
-    assert len(_stages_run(first)) == 1 + 4 * 2
+    assert len(_stages_run(first)) == 1 + len(PER_TRAIT) * 2
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "reproduced"], root)
     return root
+
+
+PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
+             "steering_eval")
 
 
 def test_second_repro_runs_nothing(project):
@@ -98,8 +122,7 @@ def test_editing_one_trait_reruns_only_that_trait(project):
     try:
         positive.write_text(original.replace("\n", " Indeed.\n", 1))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@tone/formality" for s in
-                                    ("generate_responses", "capture_activations", "extract_vectors", "evaluate_vectors")}
+        assert _stages_run(ran) == {f"{s}@tone/formality" for s in PER_TRAIT}
     finally:
         positive.write_text(original)
         _run(["dvc", "repro"], project)  # back to the committed state (restored from the run cache)
@@ -113,13 +136,52 @@ def test_adding_a_trait_adds_only_its_stages(project):
         params["traits"].append("emotion/optimism")
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@emotion/optimism" for s in
-                                    ("generate_responses", "capture_activations", "extract_vectors", "evaluate_vectors")}
+        assert _stages_run(ran) == {f"{s}@emotion/optimism" for s in PER_TRAIT}
     finally:
         params_file.write_text(original)
+        _run(["git", "checkout", "--", "."], project)
+        _run(["dvc", "checkout", "--force"], project)
 
 
 def test_metrics_show_lists_every_trait(project):
     shown = _run(["dvc", "metrics", "show", "--json"], project)
     for trait in ("behavior/refusal", "tone/formality"):
         assert f"metrics/extraction/{trait}.json" in shown
+
+
+def _metrics(project: Path, trait: str) -> dict:
+    import json
+
+    return json.loads((project / f"experiments/toy/metrics/steering/{trait}.json").read_text())
+
+
+def test_exp_run_with_another_layer_reruns_only_steering(project):
+    import json
+
+    before = _metrics(project, "behavior/refusal")
+    ran = _run(["dvc", "exp", "run", "-S", "layer=1"], project)
+    assert _stages_run(ran) == {"steering_eval@behavior/refusal", "steering_eval@tone/formality"}
+    after = _metrics(project, "behavior/refusal")
+    assert before["layers"] == "2" and after["layers"] == "1"
+    # the unsteered baseline answers are the same: their judge scores come from the cache
+    assert after["judge"]["cache_hits"] >= 3 * 3 and after["baseline_trait"] == before["baseline_trait"]
+    text = _run(["dvc", "exp", "show", "--json"], project)
+    for column in ("baseline_trait", "best_trait", "delta", "best_coherence", "best_coefficient", "calls"):
+        assert column in text
+    _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
+    _run(["dvc", "checkout", "--force"], project)
+
+
+def test_fresh_clone_after_pull_rejudges_nothing(project, tmp_path):
+    """Push to a remote, clone, pull, re-run steering: every judge answer comes from the pulled cache."""
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "-d", "--local", "scratch", str(remote)], project)
+    _run(["dvc", "push"], project)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _run(["dvc", "remote", "add", "-d", "--local", "scratch", str(remote)], clone)
+    _run(["dvc", "pull"], clone)
+    ran = _run(["dvc", "repro", "--force", "--single-item", "steering_eval@behavior/refusal"], clone)
+    assert _stages_run(ran) == {"steering_eval@behavior/refusal"}
+    after = _metrics(clone, "behavior/refusal")
+    assert after["judge"]["calls"] == 0 and after["judge"]["cache_hits"] > 0

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from schemas.evaluation import VectorEvaluation
 from schemas.examples import Examples
 from schemas.responses import Responses
+from schemas.steering import SteeringCurve, SteeringResponses
+from schemas.vetting import VettingScores
 from stages.cli import STAGES, app
 from tests.conftest import CORPUS, REPO
 from trait_interp.tables import read_table
@@ -30,6 +32,10 @@ def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path
         "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
     }
     params["toy_models"].update(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3)
+    params["judge"]["local_model"]["path"] = str(root / "models/judge")
+    params["vetting"]["min_pairs"] = 3
+    params["steering"].update(subset=3, max_new_tokens=6, search_steps=2)
+    params["layer"] = 1
     params["extraction"]["val_fraction"] = 0.25
     for dotted, value in overrides.items():
         node = params
@@ -40,6 +46,22 @@ def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path
     path = tmp / f"params-{len(list(tmp.glob('params*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def vet_args(out: Path, params: Path, table: Path, cache: Path, metrics: Path) -> tuple:
+    return ("vet-responses", "--trait", "behavior/refusal", "--responses", out / "responses.jsonl",
+            "--definition", REPO / "datasets/traits/behavior/refusal/definition.txt",
+            "--judge-cache", cache, "--out", table, "--metrics", metrics, "--params", params)
+
+
+def steer_args(out: Path, params: Path, dest: Path, cache: Path | None = None,
+               questions: Path = REPO / "datasets/traits/behavior/refusal/steering.json") -> tuple:
+    return ("steering-eval", "--trait", "behavior/refusal", "--questions", questions,
+            "--definition", REPO / "datasets/traits/behavior/refusal/definition.txt",
+            "--vectors", out / "vectors", "--evaluation", out / "evaluation.csv",
+            "--judge-cache", cache or out / "cache/steer.jsonl", "--responses", dest / "responses.jsonl",
+            "--best", dest / "best.json", "--metrics", dest / "metrics.json", "--plot", dest / "curve.csv",
+            "--params", params)
 
 
 def invoke(*args: str):
@@ -66,14 +88,17 @@ def pipeline(tmp_path_factory):
     out = tmp / "exp"
     steps = [
         ("build-toy-models", "--corpus", CORPUS, "--out-base", tmp / "models/base",
-         "--out-instruct", tmp / "models/instruct", "--params", params),
+         "--out-instruct", tmp / "models/instruct", "--out-judge", tmp / "models/judge", "--params", params),
         ("generate-responses", "--trait", "behavior/refusal", "--positive", pos, "--negative", neg,
          "--out", out / "responses.jsonl", "--params", params),
-        ("capture-activations", "--responses", out / "responses.jsonl", "--out", out / "activations", "--params", params),
+        vet_args(out, params, out / "vetting.jsonl", out / "cache/vet.jsonl", out / "vet-metrics.json"),
+        ("capture-activations", "--responses", out / "responses.jsonl", "--vetting", out / "vetting.jsonl",
+         "--out", out / "activations", "--params", params),
         ("extract-vectors", "--activations", out / "activations", "--out", out / "vectors", "--params", params),
         ("evaluate-vectors", "--activations", out / "activations", "--vectors", out / "vectors",
          "--table", out / "evaluation.csv", "--metrics", out / "metrics.json",
          "--plot-accuracy", out / "plots/acc.csv", "--plot-effect", out / "plots/d.csv"),
+        steer_args(out, params, out / "steering"),
     ]
     for step in steps:
         result = invoke(*step)
@@ -97,17 +122,21 @@ def test_outputs_are_complete_and_valid(pipeline):
     assert len(responses) == 24 and set(responses["polarity"]) == {"positive", "negative"}
     assert (responses["response_ids"].map(len) <= 5).all()  # response[:5] -> 5 new tokens, not 16
     assert not responses["chat"].any()  # base model: completion mode
+    vetting = read_table(out / "vetting.jsonl", VettingScores)
+    kept = int(vetting["kept"].sum())
+    assert len(vetting) == 24 and 6 <= kept < 24 and kept % 2 == 0  # paired filtering keeps whole pairs
     examples = read_table(out / "activations/examples.csv", Examples)
+    assert len(examples) == kept
     # pair-preserving: both sides of a pair are in the same split
     assert (examples.groupby("pair_index")["split"].nunique() == 1).all()
     acts = load_file(str(out / "activations/activations.safetensors"))
-    assert acts["residual"].shape == (24, 3, 32) and acts["k_proj"].shape[0] == 24
+    assert acts["residual"].shape == (kept, 3, 32) and acts["k_proj"].shape[0] == kept
     table = read_table(out / "evaluation.csv", VectorEvaluation)
     methods = set(yaml.safe_load(params.read_text())["vectors"]["methods"])
     assert set(table["method"]) == methods and set(table["layer"]) == {0, 1, 2}
     sidecar = json.loads((out / "vectors/residual/probe.json").read_text())
     assert sidecar["position"] == "response[:5]" and sidecar["layers"] == [0, 1, 2]
-    assert sidecar["n_train"] + sidecar["n_val"] == 24 and sidecar["dataset_hash"]
+    assert sidecar["n_train"] + sidecar["n_val"] == kept and sidecar["dataset_hash"]
     vectors = load_file(str(out / "vectors/residual/probe.safetensors"))["vectors"]
     assert vectors.shape == (3, 32) and ((vectors.norm(dim=1) - 1).abs() < 1e-5).all()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -187,11 +216,13 @@ def test_model_build_is_deterministic(tmp_path):
     params = make_params(tmp_path)
     for run in ("a", "b"):
         result = invoke("build-toy-models", "--corpus", CORPUS, "--out-base", tmp_path / run / "base",
-                        "--out-instruct", tmp_path / run / "instruct", "--params", params)
+                        "--out-instruct", tmp_path / run / "instruct", "--out-judge", tmp_path / run / "judge",
+                        "--params", params)
         assert result.exit_code == 0, result.output
     weights = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("model.safetensors")}
     assert weights["a/base/model.safetensors"] == weights["b/base/model.safetensors"]
     assert weights["a/instruct/model.safetensors"] == weights["b/instruct/model.safetensors"]
+    assert weights["a/judge/model.safetensors"] == weights["b/judge/model.safetensors"]
     assert weights["a/base/model.safetensors"] != weights["a/instruct/model.safetensors"]
 
 
@@ -214,3 +245,139 @@ def test_outputs_are_byte_identical_across_processes(pipeline, tmp_path):
     )
     for first in sorted((out / "vectors").rglob("*.*")):
         assert first.read_bytes() == (again / first.relative_to(out / "vectors")).read_bytes(), first
+
+
+# --- vetting and steering ------------------------------------------------------------------------
+
+
+def test_vetting_applies_thresholds_and_reports_judge_calls(pipeline):
+    tmp, params, out = pipeline
+    vetting = read_table(out / "vetting.jsonl", VettingScores)
+    settings = yaml.safe_load(params.read_text())["vetting"]
+    positive = vetting[vetting["polarity"] == "positive"]
+    assert (positive["passed"] == (positive["score"] >= settings["pos_threshold"])).all()
+    negative = vetting[vetting["polarity"] == "negative"]
+    assert (negative["passed"] == (negative["score"] <= settings["neg_threshold"])).all()
+    both = vetting.groupby("pair_index")["passed"].transform("all")
+    assert (vetting["kept"] == both).all()
+    metrics = json.loads((out / "vet-metrics.json").read_text())
+    assert metrics["judge"]["calls"] + metrics["judge"]["cache_hits"] == 24
+    assert metrics["kept_pairs"] == int(vetting["kept"].sum()) // 2
+    assert len((out / "cache/vet.jsonl").read_text().splitlines()) == metrics["judge"]["calls"]
+
+
+def test_vetting_rerun_hits_the_cache_and_gives_the_same_table(pipeline, tmp_path):
+    tmp, params, out = pipeline
+    result = invoke(*vet_args(out, params, tmp_path / "v.jsonl", out / "cache/vet.jsonl", tmp_path / "m.json"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] == 24
+    assert (tmp_path / "v.jsonl").read_bytes() == (out / "vetting.jsonl").read_bytes()
+
+
+def test_vetting_disabled_keeps_everything_without_judging(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    params = make_params(tmp_path, tmp, **{"vetting.enabled": False, "judge.backend": "openai"})
+    cache = tmp_path / "cache.jsonl"
+    result = invoke(*vet_args(out, params, tmp_path / "v.jsonl", cache, tmp_path / "m.json"))
+    assert result.exit_code == 0, result.output  # no OPENAI_API_KEY needed: nothing is judged
+    assert read_table(tmp_path / "v.jsonl", VettingScores)["kept"].all()
+    assert cache.is_file() and json.loads((tmp_path / "m.json").read_text())["judge"]["calls"] == 0
+
+
+def test_vetting_with_too_few_pairs_fails_clearly(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    params = make_params(tmp_path, tmp, **{"vetting.min_pairs": 13})
+    result = invoke(*vet_args(out, params, tmp_path / "v.jsonl", out / "cache/vet.jsonl", tmp_path / "m.json"))
+    _fails(result, "behavior/refusal: only", "pairs pass vetting (need >= 13)", "vetting.enabled: false")
+    assert not (tmp_path / "v.jsonl").exists()
+
+
+def test_steering_outputs_are_complete_and_valid(pipeline):
+    tmp, params, out = pipeline
+    steering = out / "steering"
+    rows = read_table(steering / "responses.jsonl", SteeringResponses)
+    curve = read_table(steering / "curve.csv", SteeringCurve)
+    assert len(rows) == 3 * (1 + 2) and len(curve) == 3  # (baseline + 2 search steps) x 3 questions
+    assert set(rows["layers"]) == {"1"} and set(rows["kind"]) == {"baseline", "search"}
+    baseline = rows[rows["kind"] == "baseline"]
+    assert (baseline["coefficient"] == 0).all()
+    search = curve[curve["kind"] == "search"].sort_values("step")
+    first, second = search["coefficient"].tolist()
+    assert search["ratio"].iloc[0] == pytest.approx(0.7)  # start_ratio
+    grew = search["coherence_mean"].iloc[0] >= 70
+    assert second == pytest.approx(first * (1.3 if grew else 0.85))
+    best = json.loads((steering / "best.json").read_text())
+    metrics = json.loads((steering / "metrics.json").read_text())
+    assert best["layers"] == [1] and best["method"] == "probe" and best["position"] == "response[:5]"
+    assert metrics["best_coefficient"] == pytest.approx(best["coefficient"], abs=1e-3)
+    assert metrics["baseline_trait"] == pytest.approx(baseline["trait_score"].mean(), abs=1e-3)
+    assert metrics["delta"] == pytest.approx(metrics["best_trait"] - metrics["baseline_trait"], abs=2e-3)
+    judged = metrics["judge"]["calls"] + metrics["judge"]["cache_hits"]
+    assert judged == len(rows) * 3  # trait, grammar, relevance per response
+
+
+def test_steering_rerun_makes_no_judge_calls(pipeline, tmp_path):
+    """What a fresh machine sees after `dvc pull`: the same cache file, so nothing is re-judged."""
+    tmp, params, out = pipeline
+    cache = tmp_path / "pulled-cache.jsonl"
+    cache.write_bytes((out / "cache/steer.jsonl").read_bytes())
+    result = invoke(*steer_args(out, params, tmp_path / "again", cache=cache))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "again/metrics.json").read_text())
+    assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] > 0
+    assert (tmp_path / "again/responses.jsonl").read_bytes() == (out / "steering/responses.jsonl").read_bytes()
+
+
+def test_steering_layer_choices(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    evaluation = read_table(out / "evaluation.csv", VectorEvaluation)
+    probe = evaluation[(evaluation["site"] == "residual") & (evaluation["method"] == "probe")]
+    for layer, expected in (("best", None), ([0, 2], [0, 2]), (-1, [2])):
+        params = make_params(tmp_path, tmp, layer=layer, **{"steering.search_steps": 1})
+        result = invoke(*steer_args(out, params, tmp_path / str(layer), cache=tmp_path / "c.jsonl"))
+        assert result.exit_code == 0, result.output
+        best = json.loads((tmp_path / str(layer) / "best.json").read_text())
+        if expected is None:  # best = a layer of top held-out accuracy (ties broken by |d|)
+            assert len(best["layers"]) == 1
+            assert probe.set_index("layer").loc[best["layers"][0], "val_accuracy"] == probe["val_accuracy"].max()
+        else:
+            assert best["layers"] == expected
+
+
+def test_steering_fixed_grid_and_negative_direction(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    questions = tmp_path / "steering.json"
+    questions.write_text(json.dumps({"questions": ["Tell me a joke.", "What is rain?"], "direction": "negative"}))
+    params = make_params(tmp_path, tmp, **{"steering.coefficients": [-8.0, 4.0, 12.0]})
+    result = invoke(*steer_args(out, params, tmp_path / "grid", cache=tmp_path / "c.jsonl", questions=questions))
+    assert result.exit_code == 0, result.output
+    curve = read_table(tmp_path / "grid/curve.csv", SteeringCurve)
+    assert sorted(curve["coefficient"]) == [-8.0, 0.0, 4.0, 12.0] and set(curve["kind"]) == {"baseline", "grid"}
+    best = json.loads((tmp_path / "grid/best.json").read_text())
+    assert best["direction"] == "negative"
+    grid = curve[curve["kind"] == "grid"]
+    valid = grid[grid["coherence_mean"] >= 70]
+    if len(valid):  # negative traits minimise the trait score among coherent steps
+        assert best["trait_mean"] == pytest.approx(valid["trait_mean"].min())
+
+
+def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):
+    tmp, _, out = pipeline
+    dest = tmp_path / "bad"
+    _fails(invoke(*steer_args(out, make_params(tmp_path, tmp, layer=7), dest, cache=tmp_path / "c.jsonl")),
+           "layer 7 is out of range")
+    _fails(invoke(*steer_args(out, make_params(tmp_path, tmp, layer="top"), dest, cache=tmp_path / "c.jsonl")),
+           "layer: 'top' is not understood")
+    _fails(invoke(*steer_args(out, make_params(tmp_path, tmp, **{"steering.method": "svm"}), dest)),
+           "no vectors for site 'residual' method 'svm'")
+    questions = tmp_path / "steering.json"
+    questions.write_text(json.dumps({"questions": ["Hi?"], "eval_prompt": "Rate {question} only"}))
+    _fails(invoke(*steer_args(out, make_params(tmp_path, tmp), dest, questions=questions)), "eval_prompt")
+    # the OpenAI backend without a key fails before any model loads (here: an empty model folder)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    (tmp_path / "empty-model").mkdir()
+    params = make_params(tmp_path, tmp, **{"judge.backend": "openai", "models.toy-instruct.path": str(tmp_path / "empty-model")})
+    _fails(invoke(*steer_args(out, params, dest)), "OPENAI_API_KEY")
+    assert not dest.exists()

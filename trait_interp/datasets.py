@@ -162,12 +162,21 @@ def pair_scenarios(trait: TraitScenarios, paired: bool) -> list[ScenarioPair]:
     ]
 
 
+def trait_display_name(trait: str) -> str:
+    """What a judge is told the trait is called: ``behavior/refusal`` -> ``refusal``."""
+    return trait.split("/")[-1].replace("_", " ")
+
+
 def load_definition(traits_root: Path, trait: str) -> str:
     """The judge rubric; falls back to a one-line description when the file is absent."""
-    path = trait_dir(traits_root, trait) / "definition.txt"
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    return f"The trait '{trait.split('/')[-1].replace('_', ' ')}'"
+    return read_definition(trait_dir(traits_root, trait) / "definition.txt", trait)
+
+
+def read_definition(path: Path, trait: str) -> str:
+    """definition.txt at ``path``, or a one-line description of ``trait`` when it is absent."""
+    if Path(path).is_file():
+        return Path(path).read_text(encoding="utf-8").strip()
+    return f"The trait '{trait_display_name(trait)}'"
 
 
 def load_steering_questions(path: Path) -> SteeringQuestions:

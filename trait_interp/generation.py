@@ -44,21 +44,33 @@ def generate_greedy(
     """Greedy continuations of each prompt (left-padded batches); exact ids, EOS kept."""
     if max_new_tokens == 0:
         return [[] for _ in prompts]
-    device = next(model.parameters()).device
     responses: list[list[int]] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
-        batch = prompts[start : start + batch_size]
-        input_ids, attention_mask, _ = left_pad(batch, pad_id)
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=0,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=pad_id,
-            eos_token_id=list(eos_ids),
-        )
-        new_tokens = output[:, input_ids.shape[1] :].tolist()  # [batch, <= max_new_tokens]
-        responses.extend(trim_response(row, eos_ids) for row in new_tokens)
+        input_ids, attention_mask, _ = left_pad(prompts[start : start + batch_size], pad_id)
+        responses.extend(generate_padded(model, input_ids, attention_mask, max_new_tokens, pad_id, eos_ids))
     return responses
+
+
+@torch.no_grad()
+def generate_padded(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: Sequence[int],
+) -> list[list[int]]:
+    """One greedy ``generate`` call on an already left-padded batch; trimmed ids per row."""
+    device = next(model.parameters()).device
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id,
+        eos_token_id=list(eos_ids),
+    )
+    new_tokens = output[:, input_ids.shape[1] :].tolist()  # [batch, <= max_new_tokens]
+    return [trim_response(row, eos_ids) for row in new_tokens]

@@ -31,8 +31,13 @@ def _replace_output(output: object, tensor: torch.Tensor) -> object:
 
 
 @contextmanager
-def output_hooks(hooks: Sequence[tuple[nn.Module, OutputHook]]) -> Iterator[None]:
-    """Register ``fn(tensor)`` on each module's output; a non-None return replaces the output."""
+def output_hooks(hooks: Sequence[tuple[nn.Module, OutputHook]], prepend: bool = False) -> Iterator[None]:
+    """Register ``fn(tensor)`` on each module's output; a non-None return replaces the output.
+
+    ``prepend`` runs the hook before hooks already on the module. Hooks that change outputs
+    (steering) need it: transformers 5 records ``output_hidden_states`` with forward hooks of its
+    own, added on first use and never removed, which would otherwise see the unsteered output.
+    """
     handles = []
 
     def wrap(fn: OutputHook) -> Callable[[nn.Module, object, object], object]:
@@ -44,7 +49,7 @@ def output_hooks(hooks: Sequence[tuple[nn.Module, OutputHook]]) -> Iterator[None
 
     try:
         for module, fn in hooks:
-            handles.append(module.register_forward_hook(wrap(fn)))
+            handles.append(module.register_forward_hook(wrap(fn), prepend=prepend))
         yield
     finally:
         for handle in handles:

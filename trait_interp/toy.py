@@ -109,3 +109,31 @@ def perturbed_copy(model: LlamaForCausalLM, noise: float, seed: int) -> LlamaFor
             if param.ndim >= 2:
                 param.add_(torch.randn(param.shape, generator=generator) * noise * param.std())
     return copy
+
+
+NUMBER_TOKENS = tuple(str(number) for number in range(101))
+
+
+def add_number_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Make every integer 0..100 one token, as a judge scored from its first token needs."""
+    tokenizer.add_tokens([number for number in NUMBER_TOKENS if number not in tokenizer.get_vocab()])
+    return tokenizer
+
+
+def build_judge_model(settings: ToyModelSettings, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    """The toy experiment's stand-in judge: a tiny random LM whose output head favours numbers.
+
+    Only the rows of the number tokens 0..100 in the output head are non-zero (and large), so
+    the next token after any prompt is almost surely a number: its scores are deterministic and
+    well-formed (numeric mass near 1) but carry no meaning. It exercises the local judge backend
+    end to end; it is not evidence about any trait.
+    """
+    model = build_model(ToyModelSettings(**{**settings.__dict__, "seed": settings.seed + 2}), tokenizer)
+    vocab = tokenizer.get_vocab()
+    number_ids = torch.tensor([vocab[number] for number in NUMBER_TOKENS])
+    generator = torch.Generator().manual_seed(settings.seed + 3)
+    head = torch.zeros_like(model.lm_head.weight)
+    head[number_ids] = torch.randn(len(number_ids), head.shape[1], generator=generator) * 0.5
+    with torch.no_grad():
+        model.lm_head.weight.copy_(head)
+    return model

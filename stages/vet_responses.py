@@ -1,0 +1,76 @@
+"""Stage vet_responses: the judge scores every extraction response; extraction keeps those that pass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from schemas.responses import Responses
+from schemas.vetting import VettingScores
+from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.config import from_mapping
+from trait_interp.datasets import read_definition, trait_display_name
+from trait_interp.io import write_json
+from trait_interp.judge.judge import vet_scores
+from trait_interp.judge.session import judge_summary, open_judge
+from trait_interp.judge.settings import JudgeSettings
+from trait_interp.tables import read_table, write_table
+from trait_interp.vetting import VettingSettings, check_enough, verdicts
+
+PARAMS = ("vetting", "judge", "extraction.paired")
+
+
+@user_errors
+def main(
+    trait: Annotated[str, typer.Option(help="Trait name, category/trait.")],
+    responses: Annotated[Path, typer.Option(help="Responses table from generate_responses (.jsonl).")],
+    definition: Annotated[Path, typer.Option(help="The trait's definition.txt (judge rubric).")],
+    judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
+    out: Annotated[Path, typer.Option(help="Vetting table to write (.jsonl): score, passed, kept per response.")],
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON: pass counts and judge calls.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Score positive and negative responses with the judge; keep pairs whose both sides pass."""
+    p = stage_params(params, PARAMS)
+    settings = from_mapping(VettingSettings, p["vetting"], f"{params}:vetting")
+    # paired filtering needs real pairs: without them, each side is filtered on its own
+    settings = dataclasses.replace(settings, paired_filter=settings.paired_filter and bool(p["extraction.paired"]))
+    judge_settings = from_mapping(JudgeSettings, p["judge"], f"{params}:judge")
+    table = read_table(responses, Responses)
+    text = read_definition(definition, trait)
+
+    if settings.enabled:
+        with open_judge(judge_settings, judge_cache, f"{params}:judge") as judge:
+            scores = vet_scores(judge, trait_display_name(trait), text, list(table["response"]), settings.response_words)
+            stats = judge_summary(judge, judge_settings)
+    else:
+        judge_cache.parent.mkdir(parents=True, exist_ok=True)
+        judge_cache.touch()  # the (persistent) output exists even when nothing is judged
+        scores = [None] * len(table)
+        stats = {"calls": 0}
+    verdict = verdicts(list(table["pair_index"]), list(table["polarity"]), scores, settings)
+    check_enough(verdict, settings, trait, str(params))
+
+    vetting = pd.DataFrame(
+        {"pair_index": table["pair_index"], "polarity": table["polarity"], "score": scores,
+         "passed": verdict.passed, "kept": verdict.kept}
+    )
+    write_table(vetting, VettingScores, out)
+    summary = {
+        "enabled": settings.enabled,
+        "kept_pairs": verdict.n_kept_pairs,
+        "n_responses": len(table),
+    }
+    for side in ("positive", "negative"):
+        rows = vetting[vetting["polarity"] == side]
+        summary[f"{side}_passed"] = int(rows["passed"].sum())
+        summary[f"{side}_unscored"] = int(rows["score"].isna().sum()) if settings.enabled else 0
+    write_json(metrics, {"trait": trait, **summary, "judge": stats})
+    typer.echo(
+        f"{trait}: kept {verdict.n_kept_pairs} pairs of {table['pair_index'].nunique()} "
+        f"(judge calls {stats.get('calls', 0)}, cache hits {stats.get('cache_hits', 0)}) -> {out}"
+    )

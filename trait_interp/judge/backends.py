@@ -1,0 +1,60 @@
+"""The interface every judge backend implements, and the reply it returns.
+
+A backend answers chat requests with the top-20 logprobs of the judge's first token. It knows
+nothing about templates, scores or the cache; ``Judge`` does. Two implementations: an
+OpenAI-compatible HTTP API (``openai_backend``) and a local Hugging Face causal LM
+(``local_backend``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from trait_interp.judge.templates import Messages
+
+TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One request's outcome. ``top_logprobs`` is None when there is no usable answer (``error`` says why)."""
+
+    top_logprobs: dict[str, float] | None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0  # transport retries spent on this request (not counted as extra calls)
+
+
+OnReply = Callable[[int, Reply], None]
+"""Called with (request index, reply) as soon as each reply is in, before the batch finishes."""
+
+
+class JudgeBackend(Protocol):
+    @property
+    def identity(self) -> str:
+        """Who answers, e.g. ``openai:gpt-4.1-mini``; part of every cache key."""
+        ...
+
+    def top_logprobs_many(
+        self, messages: Sequence[Messages], progress: bool, on_reply: OnReply | None = None
+    ) -> list[Reply]:
+        """One reply per request, in order. ``on_reply`` fires as each reply arrives."""
+        ...
+
+
+def merge_top_logprobs(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """``{token: logprob}``; distinct tokens that decode to the same text add their probabilities."""
+    merged: dict[str, float] = {}
+    for token, logprob in pairs:
+        if token in merged:
+            a, b = merged[token], logprob
+            high = max(a, b)
+            if high != -math.inf:
+                merged[token] = high + math.log(math.exp(a - high) + math.exp(b - high))
+        else:
+            merged[token] = float(logprob)
+    return merged
