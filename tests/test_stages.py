@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -381,3 +382,78 @@ def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):
     params = make_params(tmp_path, tmp, **{"judge.backend": "openai", "models.toy-instruct.path": str(tmp_path / "empty-model")})
     _fails(invoke(*steer_args(out, params, dest)), "OPENAI_API_KEY")
     assert not dest.exists()
+
+
+# --- the OpenAI backend through a stage, against the local stub server ---------------------------
+
+
+def openai_params(tmp_path: Path, models_root: Path, base_url: str, **overrides) -> Path:
+    return make_params(tmp_path, models_root, **{
+        "judge.backend": "openai", "judge.base_url": base_url, "judge.timeout_s": 0.5, "judge.max_retries": 3,
+        "judge.max_concurrency": 4, **overrides})
+
+
+def test_vetting_with_openai_survives_every_fault(pipeline, tmp_path, monkeypatch):
+    from openai_stub import serve_stub
+
+    tmp, _, out = pipeline
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-dummy")
+    faults = ["rate_limit", "server_error", "hang", "no_logprobs", "low_mass"]
+    with serve_stub(faults=faults, retry_after="1", hang_s=1.5) as stub:
+        params = openai_params(tmp_path, tmp, stub.base_url)
+        started = time.monotonic()
+        result = invoke(*vet_args(out, params, tmp_path / "v.jsonl", tmp_path / "cache.jsonl", tmp_path / "m.json"))
+        elapsed = time.monotonic() - started
+        received = stub.requests
+    assert result.exit_code == 0, result.output
+    judge = json.loads((tmp_path / "m.json").read_text())["judge"]
+    # 429, 500 and the hang are retried and then answered; no_logprobs and low_mass become None
+    assert judge["calls"] == 24 and judge["retries"] == 3 and received == 24 + 3
+    assert judge["failures"] == 1 and judge["none_scores"] == 1
+    assert "estimated_cost_usd" in judge and judge["prompt_tokens"] > 0
+    scores = read_table(tmp_path / "v.jsonl", VettingScores)["score"]
+    assert int(scores.isna().sum()) == 2
+    assert elapsed >= 1.0  # Retry-After: 1 was honoured
+    # the failure (no logprobs) is not cached: the re-run asks for exactly that one again
+    cached = len((tmp_path / "cache.jsonl").read_text().splitlines())
+    assert cached == 23
+    with serve_stub() as stub:
+        params = openai_params(tmp_path, tmp, stub.base_url)
+        result = invoke(*vet_args(out, params, tmp_path / "v2.jsonl", tmp_path / "cache.jsonl", tmp_path / "m2.json"))
+        assert result.exit_code == 0 and stub.requests == 1
+
+
+def test_a_killed_stage_keeps_its_judge_answers(pipeline, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from openai_stub import serve_stub
+
+    tmp, _, out = pipeline
+    cache = tmp_path / "cache.jsonl"
+    with serve_stub(latency_s=0.15) as stub:
+        params = openai_params(tmp_path, tmp, stub.base_url, **{"judge.max_concurrency": 1})
+        args = [str(a) for a in vet_args(out, params, tmp_path / "v.jsonl", cache, tmp_path / "m.json")]
+        env = {**__import__("os").environ, "OPENAI_API_KEY": "sk-test-dummy"}
+        proc = subprocess.Popen([sys.executable, "-m", "stages", *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline and not (cache.exists() and len(cache.read_text().splitlines()) >= 5):
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        kept = len(cache.read_text().splitlines())
+        assert 5 <= kept < 24 and not (tmp_path / "v.jsonl").exists()  # killed mid-run: no table yet
+        before = stub.requests
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OPENAI_API_KEY", "sk-test-dummy")
+            result = invoke(*vet_args(out, params, tmp_path / "v.jsonl", cache, tmp_path / "m.json"))
+        assert result.exit_code == 0, result.output
+        assert stub.requests - before == 24 - kept
+    judge = json.loads((tmp_path / "m.json").read_text())["judge"]
+    assert judge["calls"] == 24 - kept and judge["cache_hits"] == kept
