@@ -6,11 +6,19 @@ import typer
 
 from stages import (
     build_toy_models,
+    calibrate_massive_dims,
     capture_activations,
+    compare_groups,
+    cross_evaluate,
+    decompose,
     evaluate_vectors,
     extract_vectors,
+    generate_inference,
     generate_responses,
+    model_diff,
+    project,
     steering_eval,
+    trait_correlation,
     vet_responses,
 )
 
@@ -29,6 +37,14 @@ STAGES = {
     "extract-vectors": extract_vectors,
     "evaluate-vectors": evaluate_vectors,
     "steering-eval": steering_eval,
+    "generate-inference": generate_inference,
+    "calibrate-massive-dims": calibrate_massive_dims,
+    "project": project,
+    "compare-groups": compare_groups,
+    "trait-correlation": trait_correlation,
+    "decompose": decompose,
+    "model-diff": model_diff,
+    "cross-evaluate": cross_evaluate,
 }
 
 for _name, _module in STAGES.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import os
 import shutil
 import subprocess
@@ -50,10 +51,8 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
 
     module = importlib.import_module(f"stages.{stage}")
     definition = DVC_YAML["stages"][stage]
-    declared = [
-        p.replace("${extraction_model}", "{extraction_model}").replace("${application_model}", "{application_model}")
-        for p in definition.get("params", [])
-    ]
+    definition = definition.get("do", definition)  # foreach stages keep their body under `do`
+    declared = [re.sub(r"\$\{(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
     assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
     deps = set(definition["deps"])
     assert f"stages/{stage}.py" in deps
@@ -95,12 +94,17 @@ def project(tmp_path_factory) -> Path:
     params["extraction"]["sites"] = ["residual", "attn_out"]
     params["vectors"]["methods"] = ["probe", "mean_diff"]
     params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
+    params["inference"]["max_new_tokens"] = 8
+    params["analyses"]["n_boot"] = 200
+    params["analyses"]["decompositions"]["refusal_x_optimism"]["trait_y"] = "tone/formality"
+    params["analyses"]["cross_evaluation"]["traits"] = ["behavior/refusal", "tone/formality"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "copy"], root)
     first = _run(["dvc", "repro"], root)
-    assert len(_stages_run(first)) == 1 + len(PER_TRAIT) * 2
+    assert _stages_run(first) == {"build_toy_models", *ONCE, *PROJECTION_AND_AFTER} | {
+        f"{stage}@{trait}" for stage in PER_TRAIT for trait in ("behavior/refusal", "tone/formality")}
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "reproduced"], root)
     return root
@@ -108,6 +112,11 @@ def project(tmp_path_factory) -> Path:
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
+ONCE = {"generate_inference@mixed_requests", "generate_inference@everyday_questions", "calibrate_massive_dims"}
+# everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
+PROJECTION_AND_AFTER = {"project@mixed_requests", "project@everyday_questions", "compare_groups@harmful_vs_benign",
+                        "trait_correlation@mixed_requests", "trait_correlation@everyday_questions",
+                        "decompose@refusal_x_optimism", "model_diff", "cross_evaluate"}
 
 
 def test_second_repro_runs_nothing(project):
@@ -122,7 +131,7 @@ def test_editing_one_trait_reruns_only_that_trait(project):
     try:
         positive.write_text(original.replace("\n", " Indeed.\n", 1))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@tone/formality" for s in PER_TRAIT}
+        assert _stages_run(ran) == {f"{s}@tone/formality" for s in PER_TRAIT} | PROJECTION_AND_AFTER
     finally:
         positive.write_text(original)
         _run(["dvc", "repro"], project)  # back to the committed state (restored from the run cache)
@@ -136,7 +145,7 @@ def test_adding_a_trait_adds_only_its_stages(project):
         params["traits"].append("emotion/optimism")
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@emotion/optimism" for s in PER_TRAIT}
+        assert _stages_run(ran) == {f"{s}@emotion/optimism" for s in PER_TRAIT} | PROJECTION_AND_AFTER
     finally:
         params_file.write_text(original)
         _run(["git", "checkout", "--", "."], project)
@@ -155,12 +164,14 @@ def _metrics(project: Path, trait: str) -> dict:
     return json.loads((project / f"experiments/toy/metrics/steering/{trait}.json").read_text())
 
 
-def test_exp_run_with_another_layer_reruns_only_steering(project):
+def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project):
     import json
 
     before = _metrics(project, "behavior/refusal")
     ran = _run(["dvc", "exp", "run", "-S", "layer=1"], project)
-    assert _stages_run(ran) == {"steering_eval@behavior/refusal", "steering_eval@tone/formality"}
+    # steering and everything downstream of the projections; nothing is extracted or generated again
+    assert _stages_run(ran) == {"steering_eval@behavior/refusal", "steering_eval@tone/formality"} | (
+        PROJECTION_AND_AFTER - {"cross_evaluate"})
     after = _metrics(project, "behavior/refusal")
     assert before["layers"] == "2" and after["layers"] == "1"
     # the unsteered baseline answers are the same: their judge scores come from the cache

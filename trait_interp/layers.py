@@ -50,3 +50,14 @@ def parse_layers(spec: str | int | Sequence[int], n_layers: int) -> tuple[int, .
     if not layers:
         raise UserInputError("layers list is empty; name at least one layer or use all")
     return tuple(layers)
+
+
+def best_offset(spec: object) -> int | None:
+    """``best`` -> 0, ``best+2`` -> 2, ``best-1`` -> -1; None when ``spec`` does not name ``best``."""
+    if not isinstance(spec, str) or not spec.replace(" ", "").startswith("best"):
+        return None
+    text = spec.replace(" ", "")[4:]
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        raise UserInputError(f"layer: '{spec}' is not understood; use an int, a list, best or best+N") from None

@@ -119,3 +119,8 @@ def left_pad(
             attention_mask[row, width - len(seq) :] = 1
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     return input_ids, attention_mask, position_ids
+
+
+def token_strings(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
+    """Each token decoded on its own (readable text, one string per id; never re-tokenised)."""
+    return [tokenizer.decode([int(token)]) for token in ids]

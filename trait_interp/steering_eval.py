@@ -25,7 +25,7 @@ from trait_interp.coefficient_search import (
     sign_of,
 )
 from trait_interp.errors import UserInputError
-from trait_interp.layers import normalize_layer, parse_layers
+from trait_interp.layers import best_offset, normalize_layer, parse_layers
 from trait_interp.steering import SteeringTerm, generate_steered, mean_activation_norm
 
 # (questions, answers) -> one (trait score, coherence) per answer; None = not scored
@@ -188,12 +188,8 @@ def resolve_steering_layers(value: object, n_layers: int, best_layer: Callable[[
 
     ``best`` is the extraction evaluation's best layer for the steered method and site.
     """
-    if isinstance(value, str) and value.replace(" ", "").startswith("best"):
-        offset_text = value.replace(" ", "")[4:]
-        try:
-            offset = int(offset_text) if offset_text else 0
-        except ValueError:
-            raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, best, or best+N") from None
+    offset = best_offset(value)
+    if offset is not None:
         return (normalize_layer(best_layer() + offset, n_layers),)
     if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
         raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, best, or best+N")

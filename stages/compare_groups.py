@@ -1,0 +1,82 @@
+"""Stage compare_groups: per trait and layer, do two groups of prompts differ in mean projection?"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from schemas.analyses import GroupComparison
+from schemas.projections import Projections
+from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.analyses.group_comparison import compare_groups, labels_from_field, response_means
+from trait_interp.analyses.settings import AnalysisSettings
+from trait_interp.config import from_mapping
+from trait_interp.datasets import load_prompt_set
+from trait_interp.errors import UserInputError
+from trait_interp.io import write_json
+from trait_interp.tables import read_table, write_table
+
+PARAMS = ("analyses.n_boot", "analyses.seed")
+
+
+def read_labels(labels_file: Path) -> dict[str, str]:
+    """A labels file: CSV with columns prompt_id, label."""
+    try:
+        table = pd.read_csv(labels_file, dtype=str)
+    except (OSError, pd.errors.ParserError) as err:
+        raise UserInputError(f"{labels_file}: cannot read labels ({err}); expected CSV columns prompt_id,label") from None
+    if not {"prompt_id", "label"} <= set(table.columns):
+        raise UserInputError(f"{labels_file}: expected CSV columns prompt_id,label; found {list(table.columns)}")
+    return dict(zip(table["prompt_id"], table["label"]))
+
+
+@user_errors
+def main(
+    prompt_set: Annotated[Path, typer.Option(help="The prompt set (.json) whose prompts carry the label field.")],
+    projections: Annotated[Path, typer.Option(help="Projection table of that prompt set (.parquet).")],
+    label: Annotated[str, typer.Option(help="Prompt field holding the group label (e.g. note).")],
+    group_a: Annotated[str, typer.Option(help="Label of group A (d is A minus B).")],
+    group_b: Annotated[str, typer.Option(help="Label of group B.")],
+    out: Annotated[Path, typer.Option(help="Comparison table to write (.csv).")],
+    metrics: Annotated[Path, typer.Option(help="Metrics (.json): d, interval and p per trait and layer.")],
+    labels_file: Annotated[
+        Path | None, typer.Option(help="CSV prompt_id,label (e.g. from label_responses) instead of a prompt field.")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Mean response projection per group, signed Cohen's d with a bootstrap 95% interval, Welch p-value."""
+    p = stage_params(params, PARAMS)
+    settings = AnalysisSettings(n_boot=p["analyses.n_boot"], seed=p["analyses.seed"])
+    if labels_file is not None:
+        labels = read_labels(labels_file)
+    else:
+        prompts = load_prompt_set(prompt_set)
+        records = [{"id": q.id, "note": q.note, **q.extra} for q in prompts.prompts]
+        try:
+            labels = labels_from_field(records, label)
+        except ValueError as err:
+            raise UserInputError(f"{prompt_set}: {err}; give every prompt a '{label}' or use a labels file") from None
+    means = response_means(read_table(projections, Projections))
+    try:
+        table = compare_groups(means, labels, group_a, group_b, settings.n_boot, settings.seed)
+    except ValueError as err:
+        raise UserInputError(f"{prompt_set}: {err}") from None
+    write_table(table, GroupComparison, out)
+    summary = {
+        f"{row.trait}@L{row.layer}": {
+            "mean_a": _num(row.mean_a), "mean_b": _num(row.mean_b), "cohens_d": _num(row.cohens_d),
+            "ci_low": _num(row.ci_low), "ci_high": _num(row.ci_high), "p_value": _num(row.p_value),
+        }
+        for row in table.itertuples()
+    }
+    write_json(metrics, {"groups": [group_a, group_b], "n": {group_a: int(table["n_a"].max()), group_b: int(table["n_b"].max())},
+                         **summary, "settings": asdict(settings)})
+    typer.echo(f"{group_a} vs {group_b}: {len(table)} (trait, layer) comparisons -> {out}")
+
+
+def _num(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)

@@ -1,0 +1,72 @@
+"""Stage cross_evaluate: held-out accuracy of each trait's vector on every other trait's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+
+from schemas.analyses import CrossEvaluation
+from schemas.examples import Examples
+from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.activation_store import load_activations
+from trait_interp.analyses.cross_evaluation import cross_accuracy
+from trait_interp.errors import UserInputError
+from trait_interp.io import write_json
+from trait_interp.tables import read_table, write_table
+from trait_interp.vectors import load_vectors
+
+PARAMS = ("analyses.cross_evaluation",)
+
+
+def split_rows(root: Path, trait: str, site: str, split: str):
+    """(acts [n, n_layers, hidden], polarity) of one split of a trait's pooled activations."""
+    folder = root / trait / "activations"
+    stored = load_activations(folder / "activations.safetensors")
+    if site not in stored.acts:
+        raise UserInputError(f"{folder}: no activations for site '{site}'; add it to extraction.sites")
+    examples = read_table(folder / "examples.csv", Examples)
+    rows = examples[(examples["split"] == split) & (examples["n_tokens"] > 0)]
+    index = torch.tensor(rows["row"].to_numpy(), dtype=torch.long)
+    return stored.acts[site][index], rows["polarity"].to_numpy(), stored.layers
+
+
+@user_errors
+def main(
+    extraction_root: Annotated[Path, typer.Option(help="Folder holding <trait>/activations and <trait>/vectors.")],
+    out: Annotated[Path, typer.Option(help="Cross-evaluation table to write (.csv).")],
+    metrics: Annotated[Path, typer.Option(help="Metrics (.json): mean off-diagonal accuracy per method.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Every trait's vector, with its own train-set threshold, scored on every trait's held-out pairs."""
+    settings = stage_params(params, PARAMS)["analyses.cross_evaluation"]
+    traits, methods, site = list(settings["traits"]), list(settings["methods"]), str(settings["site"])
+    if len(traits) < 2:
+        raise UserInputError(f"{params}:analyses.cross_evaluation.traits: name at least two traits")
+    heldout, train, layers = {}, {}, None
+    for trait in traits:
+        acts, polarity, layers_t = split_rows(extraction_root, trait, site, "val")
+        heldout[trait] = (acts, polarity)
+        train_acts, train_pol, _ = split_rows(extraction_root, trait, site, "train")
+        train[trait] = (train_acts, train_pol)
+        if layers is not None and layers_t != layers:
+            raise UserInputError(f"{extraction_root / trait}: captured layers {layers_t} differ from {layers}")
+        layers = layers_t
+    tables = []
+    for method in methods:
+        vectors = {trait: load_vectors(extraction_root / trait / "vectors", site, method).vectors for trait in traits}
+        table = cross_accuracy(vectors, heldout, list(layers), train=train)
+        tables.append(table.assign(method=method, site=site))
+    table = pd.concat(tables, ignore_index=True)
+    write_table(table, CrossEvaluation, out)
+    summary = {}
+    for method, group in table.groupby("method"):
+        off = group[group["source_trait"] != group["target_trait"]]
+        own = group[group["source_trait"] == group["target_trait"]]
+        summary[method] = {"own_accuracy": round(float(own["accuracy"].mean()), 4),
+                           "transfer_accuracy": round(float(off["accuracy"].mean()), 4)}
+    write_json(metrics, {"traits": traits, "site": site, **summary})
+    typer.echo(f"cross-evaluation: {len(traits)} traits x {len(methods)} methods -> {out}")

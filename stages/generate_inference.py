@@ -1,0 +1,70 @@
+"""Stage generate_inference: the application model answers every prompt of a prompt set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from schemas.inference import InferenceResponses
+from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from trait_interp.config import from_mapping
+from trait_interp.errors import UserInputError
+from trait_interp.datasets import load_prompt_set
+from trait_interp.generation import GenerationSettings, generate_greedy
+from trait_interp.models import load_model, load_tokenizer
+from trait_interp.prompting import PromptSpec, prompt_ids, token_strings, uses_chat_template
+from trait_interp.tables import write_table
+
+PARAMS = ("application_model", "models.{application_model}", "inference")
+
+
+@user_errors
+def main(
+    prompt_set: Annotated[Path, typer.Option(help="Prompt set (.json): name, description, prompts [{id, text, note}].")],
+    out: Annotated[Path, typer.Option(help="Responses table to write (.jsonl).")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Generate greedy answers with exact token ids and strings (the prompt set's system prompt applies)."""
+    p = stage_params(params, PARAMS)
+    key, spec = chosen_model(p, "application_model", params)
+    settings = from_mapping(GenerationSettings, p["inference"], f"{params}:inference")
+    if settings.max_new_tokens == "auto":
+        raise UserInputError(f"{params}:inference.max_new_tokens: give a number of tokens (auto is for extraction)")
+    prompts = load_prompt_set(prompt_set)
+
+    tokenizer = load_tokenizer(spec)
+    chat = uses_chat_template(tokenizer, spec.prompt_mode)
+    ids = [
+        prompt_ids(tokenizer, PromptSpec(q.text, prompts.system_prompt), chat, spec.merge_system_prompt)
+        for q in prompts.prompts
+    ]
+    model = load_model(spec)
+    responses = generate_greedy(
+        model, ids, int(settings.max_new_tokens), tokenizer.pad_token_id, [tokenizer.eos_token_id],
+        settings.batch_size, progress=True,
+    )
+    table = pd.DataFrame(
+        {
+            "prompt_set": prompts.name,
+            "prompt_id": [str(q.id) for q in prompts.prompts],
+            "prompt": [q.text for q in prompts.prompts],
+            "system_prompt": prompts.system_prompt,
+            "note": [q.note for q in prompts.prompts],
+            "extra": [json.dumps(q.extra, ensure_ascii=False, sort_keys=True) for q in prompts.prompts],
+            "model": key,
+            "source": spec.source,
+            "chat": chat,
+            "prompt_ids": ids,
+            "response_ids": responses,
+            "prompt_tokens": [token_strings(tokenizer, i) for i in ids],
+            "response_tokens": [token_strings(tokenizer, r) for r in responses],
+            "prompt_end": [len(i) for i in ids],
+            "response": [tokenizer.decode(r, skip_special_tokens=True) for r in responses],
+        }
+    )
+    write_table(table, InferenceResponses, out)
+    typer.echo(f"{prompts.name}: {len(table)} responses from {key} -> {out}")
