@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from schemas.projections import Projections  # noqa: E402
 from trait_interp.capture import TokenSequence  # noqa: E402
 from trait_interp.datasets import load_prompt_set  # noqa: E402
+from trait_interp.dynamics import dynamics_table  # noqa: E402
 from trait_interp.generation import generate_greedy  # noqa: E402
 from trait_interp.projection import TraitVector, project_sequences, to_long_rows  # noqa: E402
 from trait_interp.prompting import PromptSpec, left_pad, prompt_ids, token_strings  # noqa: E402
@@ -119,6 +120,8 @@ def main() -> None:
     )
     t_plain, _ = _best(lambda: _plain_forward(model, [list(s.ids) for s in sequences], pad_id, args.batch_size), args.repeats)
     t_prefill, _ = _best(lambda: _plain_forward(model, prompts, pad_id, args.batch_size), args.repeats)
+    one_layer = [v for v in vectors if v.layer == 1]  # monitoring at one layer (e.g. `best`): later blocks skipped
+    t_one, _ = _best(lambda: project_sequences(model, sequences, one_layer, pad_id, batch_size=args.batch_size), args.repeats)
     n_tokens = sum(len(s.ids) for s in sequences)
     n_response = sum(len(s.response_ids) for s in sequences)
     tokens = [token_strings(tokenizer, s.ids) for s in sequences]
@@ -134,6 +137,8 @@ def main() -> None:
     print(f"    generation + projection             {t_gen + t_proj:8.3f} s  -> {ratio:.3f}x "
           f"(target <= 1.10x: {'met' if ratio <= 1.10 else 'NOT met'})")
     print(f"    long table (to_long_rows)           {t_table:8.3f} s  ({len(table)} rows)")
+    print(f"    same, {N_TRAITS} traits at layer 1 only     {t_one:8.3f} s  -> {(t_gen + t_one) / t_gen:.3f}x "
+          f"(the pass stops after block 1 of {settings.num_layers})")
     print("    where the projection time goes:")
     print(f"      same forward passes, no hooks     {t_plain:8.3f} s  (hooks add {t_proj / t_plain - 1:+.0%})")
     print(f"      forward over the prompts only     {t_prefill:8.3f} s  (~ the prefill inside generation)")
@@ -157,26 +162,28 @@ def main() -> None:
         print(f"\n(3) skipped: {JAILBREAK} not found")
         return
     jailbreak = prompts_of(JAILBREAK)
+    repeats = max(1, args.repeats // 2)  # each run takes seconds here
+    t_jb_gen, jb_responses = _best(lambda: generate(jailbreak), repeats)
+    jb_sequences = [TokenSequence(tuple(p), tuple(r)) for p, r in zip(jailbreak, jb_responses)]  # type: ignore[arg-type]
+    t_jb_proj, jb_result = _best(
+        lambda: project_sequences(model, jb_sequences, vectors, pad_id, batch_size=args.batch_size), repeats
+    )
+    jb_tokens_str = [token_strings(tokenizer, s.ids) for s in jb_sequences]
+    jb_ids = [str(i) for i in range(len(jb_sequences))]
+    t_jb_table, jb_table = _best(
+        lambda: to_long_rows(jb_result, jb_ids, jb_sequences, jb_tokens_str, vectors), repeats  # type: ignore[arg-type]
+    )
     start = time.perf_counter()
-    jb_responses = generate(jailbreak)
-    t_jb_gen = time.perf_counter() - start
-    jb_sequences = [TokenSequence(tuple(p), tuple(r)) for p, r in zip(jailbreak, jb_responses)]
-    start = time.perf_counter()
-    jb_result = project_sequences(model, jb_sequences, vectors, pad_id, batch_size=args.batch_size)
-    t_jb_proj = time.perf_counter() - start
-    start = time.perf_counter()
-    jb_table = to_long_rows(
-        jb_result, [str(i) for i in range(len(jb_sequences))], jb_sequences,
-        [token_strings(tokenizer, s.ids) for s in jb_sequences], vectors,
-    )  # fmt: skip
-    t_jb_table = time.perf_counter() - start
+    per_token, per_trajectory = dynamics_table(jb_table, window=5, threshold=0.5)
+    t_dyn = time.perf_counter() - start
     jb_size = _parquet_bytes(jb_table)
     jb_tokens = sum(len(s.ids) for s in jb_sequences)
     print()
-    print(f"(3) jailbreak/original.json: {len(jailbreak)} prompts, {jb_tokens} tokens "
+    print(f"(3) jailbreak/original.json (best of {repeats}): {len(jailbreak)} prompts, {jb_tokens} tokens "
           f"({sum(len(s.response_ids) for s in jb_sequences)} generated)")
     print(f"    generation {t_jb_gen:.2f} s; projection {t_jb_proj:.2f} s ({t_jb_proj / t_jb_gen:.1%} of generation); "
           f"long table {t_jb_table:.2f} s")
+    print(f"    dynamics_table {t_dyn:.2f} s ({len(per_trajectory)} trajectories, {len(per_token)} response-token rows)")
     print(f"    Parquet {jb_size / 1e6:.2f} MB, {len(jb_table)} rows, {jb_size / jb_tokens:.1f} bytes/token "
           f"(raw toy states would be {jb_tokens * raw / 1e6:.2f} MB; 70B states {jb_tokens * BIG_MODEL_BYTES_PER_TOKEN / 1e9:.1f} GB)")
 

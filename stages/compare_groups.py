@@ -46,6 +46,9 @@ def main(
     labels_file: Annotated[
         Path | None, typer.Option(help="CSV prompt_id,label (e.g. from label_responses) instead of a prompt field.")
     ] = None,
+    allow_empty_group: Annotated[
+        bool, typer.Option(help="A group with no prompt gives NaN statistics instead of an error (judge verdicts).")
+    ] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Mean response projection per group, signed Cohen's d with a bootstrap 95% interval, Welch p-value."""
@@ -62,7 +65,7 @@ def main(
             raise UserInputError(f"{prompt_set}: {err}; give every prompt a '{label}' or use a labels file") from None
     means = response_means(read_table(projections, Projections))
     try:
-        table = compare_groups(means, labels, group_a, group_b, settings.n_boot, settings.seed)
+        table = compare_groups(means, labels, group_a, group_b, settings.n_boot, settings.seed, allow_empty=allow_empty_group)
     except ValueError as err:
         raise UserInputError(f"{prompt_set}: {err}") from None
     write_table(table, GroupComparison, out)
@@ -73,7 +76,8 @@ def main(
         }
         for row in table.itertuples()
     }
-    write_json(metrics, {"groups": [group_a, group_b], "n": {group_a: int(table["n_a"].max()), group_b: int(table["n_b"].max())},
+    sizes = {group_a: int(table["n_a"].max()) if len(table) else 0, group_b: int(table["n_b"].max()) if len(table) else 0}
+    write_json(metrics, {"groups": [group_a, group_b], "n": sizes,
                          **summary, "settings": asdict(settings)})
     typer.echo(f"{group_a} vs {group_b}: {len(table)} (trait, layer) comparisons -> {out}")
 

@@ -112,9 +112,11 @@ def project(tmp_path_factory) -> Path:
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
-ONCE = {"generate_inference@mixed_requests", "generate_inference@everyday_questions", "calibrate_massive_dims"}
+ONCE = {"generate_inference@mixed_requests", "generate_inference@everyday_questions", "calibrate_massive_dims",
+        "label_responses@refused"}
 # everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
 PROJECTION_AND_AFTER = {"project@mixed_requests", "project@everyday_questions", "compare_groups@harmful_vs_benign",
+                        "compare_judged_groups@refused_vs_complied",
                         "trait_correlation@mixed_requests", "trait_correlation@everyday_questions",
                         "decompose@refusal_x_optimism", "model_diff", "cross_evaluate"}
 

@@ -206,3 +206,39 @@ def test_monitoring_bad_inputs(monitored, tmp_path):
                   "--label", "note", "--group-a", "a", "--group-b", "b", "--out", tmp_path / "g.csv",
                   "--metrics", tmp_path / "g.json", "--params", params), "ids 4, 5, 6")
     assert not list(tmp_path.glob("projections.parquet")) and not (tmp_path / "g.csv").exists()
+
+
+def test_groups_from_a_judge_verdict(monitored, tmp_path):
+    tmp, root, params = monitored
+    labels, cache = tmp_path / "labels.csv", tmp_path / "cache.jsonl"
+    args = ("label-responses", "--responses", root / "inference/responses.jsonl", "--trait", "behavior/refusal",
+            "--definition", Path(__file__).parents[1] / "datasets/traits/behavior/refusal/definition.txt",
+            "--threshold", "50", "--judge-cache", cache, "--out", labels, "--metrics", tmp_path / "m.json",
+            "--params", params)
+    assert invoke(*args).exit_code == 0
+    verdicts = pd.read_csv(labels, dtype={"prompt_id": str})
+    assert len(verdicts) == 6 and (verdicts["label"] == verdicts["score"].ge(50).map({True: "yes", False: "no"})).all()
+    assert json.loads((tmp_path / "m.json").read_text())["judge"]["calls"] == 6  # trait score only
+    groups = {"yes", "no"} & set(verdicts["label"])
+    if groups == {"yes", "no"}:
+        result = invoke("compare-judged-groups", "--prompt-set", root / "requests.json",
+                        "--projections", root / "inference/projections.parquet", "--label", "refused",
+                        "--labels-file", labels, "--group-a", "yes", "--group-b", "no",
+                        "--out", tmp_path / "g.csv", "--metrics", tmp_path / "g.json", "--params", params)
+        assert result.exit_code == 0, result.output
+        table = read_table(tmp_path / "g.csv", GroupComparison)
+        assert set(table["n_a"]) == {int((verdicts["label"] == "yes").sum())}
+    # a rerun re-judges nothing
+    assert invoke(*args).exit_code == 0
+    assert json.loads((tmp_path / "m.json").read_text())["judge"]["calls"] == 0
+
+
+def test_an_empty_group_is_an_error_unless_allowed(monitored, tmp_path):
+    _, root, params = monitored
+    args = ["compare-groups", "--prompt-set", root / "requests.json", "--projections",
+            root / "inference/projections.parquet", "--label", "note", "--group-a", "harmfull", "--group-b", "benign",
+            "--out", tmp_path / "g.csv", "--metrics", tmp_path / "g.json", "--params", params]
+    _fails(invoke(*args), "no prompt labelled 'harmfull'")
+    assert invoke(*args, "--allow-empty-group").exit_code == 0
+    table = read_table(tmp_path / "g.csv", GroupComparison)
+    assert (table["n_a"] == 0).all() and table["cohens_d"].isna().all() and (table["n_b"] == 3).all()

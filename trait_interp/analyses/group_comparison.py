@@ -44,8 +44,13 @@ def compare_groups(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    allow_empty: bool = False,
 ) -> pd.DataFrame:
     """One row per (trait, method, site, layer): group a vs group b of the per-response means.
+
+    ``allow_empty`` keeps going when a group has no prompt (n = 0, statistics NaN): right for
+    labels that are outcomes (a judge verdict may be "no" for every response), wrong for labels
+    typed by hand, where an empty group is usually a typo.
 
     ``labels`` maps prompt_id -> label; prompts without a label, or with a label other than the two
     groups, are left out. Raises ValueError when either group has no prompt at all in ``means_df``
@@ -58,11 +63,11 @@ def compare_groups(
     labelled = means_df.assign(group=means_df["prompt_id"].astype(str).map(label_of))
     present = set(labelled["group"].dropna())
     for group in (group_a, group_b):
-        if group not in present:
+        if group not in present and not allow_empty:
             raise ValueError(f"no prompt labelled {group!r}; labels present: {sorted(present)}")
-    labelled = labelled[labelled["group"].isin([group_a, group_b])]
     records = []
     for key, rows in labelled.groupby(VECTOR_KEYS, sort=True):
+        rows = rows[rows["group"].isin([group_a, group_b])]
         a = rows.loc[rows["group"] == group_a, "mean_projection"].to_numpy(dtype=float)
         b = rows.loc[rows["group"] == group_b, "mean_projection"].to_numpy(dtype=float)
         stats = group_stats(a, b, n_boot=n_boot, seed=seed, level=level)

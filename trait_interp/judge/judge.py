@@ -213,3 +213,25 @@ def steering_scores(
         relevance = rest[0] if rest else None
         out.append((trait, combine_coherence(grammar, relevance)))
     return out
+
+
+def trait_scores(
+    judge: Judge,
+    trait_name: str,
+    definition: str,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    progress: bool = True,
+) -> list[float | None]:
+    """The steering trait score of each (question, answer) alone (no coherence), e.g. for verdicts."""
+    if len(questions) != len(answers):
+        raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+    requests = [
+        JudgeRequest.of(
+            STEERING_TRAIT,
+            {"trait_name": trait_name, "definition": definition, "question": truncate(q), "answer": truncate(a)},
+            TRAIT_MIN_MASS,
+        )
+        for q, a in zip(questions, answers, strict=True)
+    ]
+    return [s.score for s in judge.score_many(requests, progress)]
