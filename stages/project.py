@@ -50,7 +50,10 @@ def main(
     if settings.clean_massive_dims != "none":
         if calibration is None or not calibration.is_file():
             raise UserInputError(f"{params}:monitoring.clean_massive_dims needs --calibration (run calibrate_massive_dims)")
-        clean = clean_dims_for(Calibration.from_json(read_json(calibration)), settings.clean_massive_dims)
+        try:
+            clean = clean_dims_for(Calibration.from_json(read_json(calibration)), settings.clean_massive_dims)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserInputError(f"{calibration}: not a massive-dims calibration ({err}); re-run calibrate_massive_dims") from None
 
     model = load_model(spec)
     n_layers = num_layers(model)

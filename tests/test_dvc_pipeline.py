@@ -95,6 +95,8 @@ def project(tmp_path_factory) -> Path:
     params["vectors"]["methods"] = ["probe", "mean_diff"]
     params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
     params["inference"]["max_new_tokens"] = 8
+    params["prompt_sets"] = ["mixed_requests"]
+    params["massive_dims"]["prompt_set"] = "mixed_requests"
     params["analyses"]["n_boot"] = 200
     params["analyses"]["decompositions"]["refusal_x_optimism"]["trait_y"] = "tone/formality"
     params["analyses"]["cross_evaluation"]["traits"] = ["behavior/refusal", "tone/formality"]
@@ -112,12 +114,10 @@ def project(tmp_path_factory) -> Path:
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
-ONCE = {"generate_inference@mixed_requests", "generate_inference@everyday_questions", "calibrate_massive_dims",
-        "label_responses@refused"}
+ONCE = {"generate_inference@mixed_requests", "calibrate_massive_dims", "label_responses@refused"}
 # everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
-PROJECTION_AND_AFTER = {"project@mixed_requests", "project@everyday_questions", "compare_groups@harmful_vs_benign",
-                        "compare_judged_groups@refused_vs_complied",
-                        "trait_correlation@mixed_requests", "trait_correlation@everyday_questions",
+PROJECTION_AND_AFTER = {"project@mixed_requests", "compare_groups@harmful_vs_benign",
+                        "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
                         "decompose@refusal_x_optimism", "model_diff", "cross_evaluate"}
 
 
@@ -151,6 +151,8 @@ def test_adding_a_trait_adds_only_its_stages(project):
     finally:
         params_file.write_text(original)
         _run(["git", "checkout", "--", "."], project)
+        for stale in project.glob("experiments/toy/*/*/emotion"):  # outputs of the trait that was added
+            shutil.rmtree(stale)
         _run(["dvc", "checkout", "--force"], project)
 
 

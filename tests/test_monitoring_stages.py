@@ -242,3 +242,23 @@ def test_an_empty_group_is_an_error_unless_allowed(monitored, tmp_path):
     assert invoke(*args, "--allow-empty-group").exit_code == 0
     table = read_table(tmp_path / "g.csv", GroupComparison)
     assert (table["n_a"] == 0).all() and table["cohens_d"].isna().all() and (table["n_b"] == 3).all()
+
+
+def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
+    tmp, root, _ = monitored
+    calibration = json.loads((root / "inference/massive_dims.json").read_text())
+    params = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{"monitoring.clean_massive_dims": "top_k"})
+    (step,) = project_args(root, root / "inference", tmp_path)
+    result = invoke(*step, "--params", params)
+    assert result.exit_code == 0, result.output
+    key = ["prompt_id", "token_index", "layer", "trait"]
+    raw = read_table(root / "inference/projections.parquet", Projections).set_index(key).sort_index()
+    clean = read_table(tmp_path / "projections.parquet", Projections).set_index(key).sort_index()
+    assert (clean["token_norm"] <= raw["token_norm"] + 1e-4).all()  # removed dims can only shrink ||h||
+    assert not (clean["projection"] == raw["projection"]).all()
+    assert json.loads((tmp_path / "metrics.json").read_text())["cleaned"] == "top_k"
+    assert calibration["top_dims_by_layer"]["0"]  # the calibration file the stage read
+    (tmp_path / "bad.json").write_text('{"model": "x"}')
+    step = list(step)
+    step[step.index("--calibration") + 1] = tmp_path / "bad.json"
+    _fails(invoke(*step, "--params", params), "not a massive-dims calibration")

@@ -31,7 +31,7 @@ from trait_interp.capture import TokenSequence
 from trait_interp.hooks import output_hooks
 from trait_interp.layers import normalize_layer
 from trait_interp.prompting import left_pad
-from trait_interp.sites import decoder_layers, num_layers, resolve_site
+from trait_interp.sites import decoder_layers, module_device, num_layers, resolve_site, site_width
 
 COLUMNS = (
     "prompt_id", "frame", "token_index", "token", "layer", "trait", "method", "site", "projection", "token_norm",
@@ -106,28 +106,10 @@ def run_until_stop(model: nn.Module, **inputs: object) -> None:
         pass
 
 
-def _declared_width(model: nn.Module, module: nn.Module) -> int:
-    """Width of a site's output: a projection's ``out_features``, a norm's weight, else ``hidden_size``."""
-    out_features = getattr(module, "out_features", None)
-    if isinstance(out_features, int):
-        return out_features
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.ndim == 1:
-        return int(weight.shape[0])
-    config = getattr(model.config, "text_config", None) or model.config
-    return int(config.hidden_size)
-
-
-def _module_device(model: nn.Module, module: nn.Module) -> torch.device:
-    for param in module.parameters():
-        return param.device
-    return next(model.parameters()).device
-
-
-def _width_error(vector: TraitVector, layer: int, width: int, site_width: int) -> ValueError:
+def _width_error(vector: TraitVector, layer: int, width: int, expected: int) -> ValueError:
     return ValueError(
         f"vector for trait '{vector.trait}' ({vector.method}) has width {width} but site '{vector.site}' "
-        f"at layer {layer} has width {site_width}"
+        f"at layer {layer} has width {expected}"
     )
 
 
@@ -147,12 +129,12 @@ def _groups(
     groups = []
     for (site, layer), columns in by_key.items():
         module = resolve_site(model, site, layer).module
-        site_width = _declared_width(model, module)
+        width = site_width(model, module)
         rows = []
         for column in columns:
             v = vectors[column].vector.detach().to(torch.float32).cpu()
-            if v.shape[0] != site_width:
-                raise _width_error(vectors[column], layer, v.shape[0], site_width)
+            if v.shape[0] != width:
+                raise _width_error(vectors[column], layer, v.shape[0], width)
             norm = float(v.norm())
             if not norm > 0:  # also NaN
                 raise ValueError(f"vector for trait '{vectors[column].trait}' at {site} layer {layer} has norm {norm}")
@@ -161,14 +143,14 @@ def _groups(
         keep = None
         if clean.get(layer):
             dims = clean[layer]
-            if dims[0] < 0 or dims[-1] >= site_width:
+            if dims[0] < 0 or dims[-1] >= width:
                 raise ValueError(
-                    f"massive dims {dims} at layer {layer} are out of range for site '{site}' (width {site_width})"
+                    f"massive dims {dims} at layer {layer} are out of range for site '{site}' (width {width})"
                 )
-            keep = torch.ones(site_width)
+            keep = torch.ones(width)
             keep[dims] = 0.0
             unit = unit * keep  # zeroed dims, still divided by the ORIGINAL ||v||
-        device = _module_device(model, module)
+        device = module_device(model, module)
         groups.append(
             _Group(site, layer, module, tuple(columns), unit.to(device), None if keep is None else keep.to(device))
         )
@@ -299,8 +281,8 @@ def to_long_rows(
             "trait": _strings([v.trait for v in vectors], vector_code),
             "method": _strings([v.method for v in vectors], vector_code),
             "site": _strings([v.site for v in vectors], vector_code),
-            "projection": np.concatenate(scores or [np.empty(0)]).astype(np.float64),
-            "token_norm": np.concatenate(norms or [np.empty(0)]).astype(np.float64),
+            "projection": np.concatenate(scores or [np.empty(0)]).astype(np.float32),
+            "token_norm": np.concatenate(norms or [np.empty(0)]).astype(np.float32),
         }
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from trait_interp.errors import UserInputError
@@ -107,3 +108,22 @@ def resolve_site(model: nn.Module, site: str, layer: int) -> SiteModule:
         module = getattr(module, part)
     name = f"{prefix}.{layer}" + (f".{relative}" if relative else "")
     return SiteModule(site=site, layer=layer, name=name, module=module)
+
+
+def site_width(model: nn.Module, module: nn.Module) -> int:
+    """Width of a site's output: a projection's ``out_features``, a norm's weight, else ``hidden_size``."""
+    out_features = getattr(module, "out_features", None)
+    if isinstance(out_features, int):
+        return out_features
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 1:
+        return int(weight.shape[0])
+    config = getattr(model.config, "text_config", None) or model.config
+    return int(config.hidden_size)
+
+
+def module_device(model: nn.Module, module: nn.Module) -> torch.device:
+    """Where a site's module computes (its first parameter's device; the model's for parameterless ones)."""
+    for param in module.parameters():
+        return param.device
+    return next(model.parameters()).device

@@ -29,7 +29,7 @@ from trait_interp.generation import generate_padded
 from trait_interp.hooks import OutputHook, output_hooks, output_tensor
 from trait_interp.layers import normalize_layer
 from trait_interp.prompting import left_pad
-from trait_interp.sites import num_layers, resolve_site
+from trait_interp.sites import module_device, num_layers, resolve_site, site_width
 
 SteeringPositions = Literal["all", "response_only"]
 
@@ -45,24 +45,6 @@ class SteeringTerm:
 
 # ---------------------------------------------------------------------------------------------
 # hook plumbing
-
-
-def _site_width(model: nn.Module, module: nn.Module) -> int:
-    """Width of a site's output: a projection's ``out_features``, a norm's weight, else ``hidden_size``."""
-    out_features = getattr(module, "out_features", None)
-    if isinstance(out_features, int):
-        return out_features
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.ndim == 1:
-        return int(weight.shape[0])
-    config = getattr(model.config, "text_config", None) or model.config
-    return int(config.hidden_size)
-
-
-def _module_device(model: nn.Module, module: nn.Module) -> torch.device:
-    for param in module.parameters():
-        return param.device
-    return next(model.parameters()).device
 
 
 def _check_vector(vector: torch.Tensor, width: int, what: str) -> None:
@@ -141,10 +123,10 @@ def _layer_deltas(model: nn.Module, site: str, rows: Sequence[Sequence[SteeringT
         for term in terms:
             layer = normalize_layer(term.layer, n_layers)
             module = resolve_site(model, site, layer).module
-            width = _site_width(model, module)
+            width = site_width(model, module)
             _check_vector(term.vector, width, f"steering vector for {site} layer {term.layer}")
             if layer not in deltas:
-                deltas[layer] = torch.zeros(len(rows), width, dtype=torch.float32, device=_module_device(model, module))
+                deltas[layer] = torch.zeros(len(rows), width, dtype=torch.float32, device=module_device(model, module))
             # coef * v in float32: a bf16 model still gets the exact float32 product, rounded once
             deltas[layer][row] += float(term.coefficient) * term.vector.detach().to(deltas[layer].device, torch.float32)
     return deltas
@@ -215,8 +197,8 @@ def ablation(model: nn.Module, site: str, direction: torch.Tensor, layers: Seque
     hooks = []
     for layer in sorted({normalize_layer(layer, n_layers) for layer in layers}):
         module = resolve_site(model, site, layer).module
-        _check_vector(unit, _site_width(model, module), f"ablation direction for {site} layer {layer}")
-        hooks.append((module, _projector(unit.to(_module_device(model, module)))))
+        _check_vector(unit, site_width(model, module), f"ablation direction for {site} layer {layer}")
+        hooks.append((module, _projector(unit.to(module_device(model, module)))))
     with output_hooks(hooks, prepend=True):
         yield
 
