@@ -262,3 +262,24 @@ def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
     step = list(step)
     step[step.index("--calibration") + 1] = tmp_path / "bad.json"
     _fails(invoke(*step, "--params", params), "not a massive-dims calibration")
+
+
+def test_raw_activations_are_opt_in_and_match_the_projections(monitored, tmp_path):
+    from safetensors.torch import load_file
+
+    tmp, root, _ = monitored
+    (step,) = project_args(root, root / "inference", tmp_path)
+    off = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2])
+    assert invoke(*step, "--raw", tmp_path / "raw", "--params", off).exit_code == 0
+    assert (tmp_path / "raw").is_dir() and not list((tmp_path / "raw").iterdir())
+    on = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{"monitoring.save_raw": True})
+    assert invoke(*step, "--raw", tmp_path / "raw", "--params", on).exit_code == 0
+    saved = load_file(str(tmp_path / "raw" / "3.safetensors"))
+    assert saved["layers"].tolist() == [0, 2]
+    from trait_interp.vectors import load_vectors
+
+    v = load_vectors(root / "extraction" / TRAITS[0] / "vectors", "residual", "probe").layer(2)
+    proj = read_table(tmp_path / "projections.parquet", Projections)
+    got = proj[(proj["prompt_id"] == "3") & (proj["trait"] == TRAITS[0]) & (proj["layer"] == 2)]
+    expected = saved["activations"][:, 1] @ v / v.norm()
+    assert torch.allclose(torch.tensor(got.sort_values("token_index")["projection"].to_numpy()), expected, atol=1e-4)
