@@ -51,3 +51,8 @@ def chosen_model(values: dict[str, Any], role: str, params_path: Path) -> tuple[
     """The registry entry named by ``role`` (e.g. ``extraction_model``), read via ``models.{role}``."""
     key = values[role]
     return key, model_spec({key: values[f"models.{{{role}}}"]}, key, str(params_path))
+
+
+def named_model(values: dict[str, Any], key: str, params_path: Path) -> tuple[str, ModelSpec]:
+    """The registry entry ``key`` given on the command line, read via ``models.{model}``."""
+    return key, model_spec({key: values["models.{model}"]}, key, str(params_path))

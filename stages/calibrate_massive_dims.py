@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import ParamsOption, named_model, stage_params, user_errors
 from trait_interp.capture import TokenSequence
 from trait_interp.config import from_mapping
 from trait_interp.io import write_json
@@ -18,7 +18,7 @@ from trait_interp.models import load_model
 from trait_interp.sites import check_site, num_layers
 from trait_interp.tables import read_table
 
-PARAMS = ("application_model", "models.{application_model}", "massive_dims")
+PARAMS = ("models.{model}", "massive_dims")
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,14 @@ class MassiveDimsSettings:
 
 @user_errors
 def main(
+    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
     responses: Annotated[Path, typer.Option(help="Responses of the calibration prompt set (generate_inference).")],
     out: Annotated[Path, typer.Option(help="Calibration to write (.json); the project stage reads it.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Mean activation per layer over all response tokens; its top-k dims and those recurring across layers."""
-    p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "application_model", params)
+    p = stage_params(params, PARAMS, model=model)
+    key, spec = named_model(p, model, params)
     settings = from_mapping(MassiveDimsSettings, p["massive_dims"], f"{params}:massive_dims")
     site = check_site(settings.site)
     table = read_table(responses, InferenceResponses)

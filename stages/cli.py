@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from stages import (
+    build_toy_lora,
     build_toy_models,
     calibrate_massive_dims,
     capture_activations,
@@ -33,6 +34,7 @@ app = typer.Typer(
 
 STAGES = {
     "build-toy-models": build_toy_models,
+    "build-toy-lora": build_toy_lora,
     "generate-responses": generate_responses,
     "vet-responses": vet_responses,
     "capture-activations": capture_activations,

@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import ParamsOption, named_model, stage_params, user_errors
 from trait_interp.config import from_mapping
 from trait_interp.errors import UserInputError
 from trait_interp.datasets import load_prompt_set
@@ -19,18 +19,19 @@ from trait_interp.models import load_model, load_tokenizer
 from trait_interp.prompting import PromptSpec, prompt_ids, token_strings, uses_chat_template
 from trait_interp.tables import write_table
 
-PARAMS = ("application_model", "models.{application_model}", "inference")
+PARAMS = ("models.{model}", "inference")
 
 
 @user_errors
 def main(
+    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
     prompt_set: Annotated[Path, typer.Option(help="Prompt set (.json): name, description, prompts [{id, text, note}].")],
     out: Annotated[Path, typer.Option(help="Responses table to write (.jsonl).")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate greedy answers with exact token ids and strings (the prompt set's system prompt applies)."""
-    p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "application_model", params)
+    p = stage_params(params, PARAMS, model=model)
+    key, spec = named_model(p, model, params)
     settings = from_mapping(GenerationSettings, p["inference"], f"{params}:inference")
     if settings.max_new_tokens == "auto":
         raise UserInputError(f"{params}:inference.max_new_tokens: give a number of tokens (auto is for extraction)")

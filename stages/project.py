@@ -10,7 +10,7 @@ import typer
 from schemas.dynamics import Commitment, Dynamics
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import ParamsOption, named_model, stage_params, user_errors
 from trait_interp.capture import TokenSequence
 from trait_interp.config import from_mapping
 from trait_interp.dynamics import dynamics_table
@@ -24,11 +24,12 @@ from trait_interp.raw_capture import capture_tokens, save_token_activations
 from trait_interp.sites import check_site, num_layers
 from trait_interp.tables import read_table, write_table
 
-PARAMS = ("application_model", "models.{application_model}", "layer", "traits", "monitoring")
+PARAMS = ("models.{model}", "layer", "traits", "monitoring")
 
 
 @user_errors
 def main(
+    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
     responses: Annotated[Path, typer.Option(help="Responses table from generate_inference (.jsonl).")],
     vectors_root: Annotated[Path, typer.Option(help="Folder holding <trait>/vectors for every trait.")],
     steering_root: Annotated[Path, typer.Option(help="Folder holding <trait>/best.json (for layer: best).")],
@@ -45,8 +46,8 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Stream the exact stored ids through the model once; keep only [tokens x vectors] scores and norms."""
-    p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "application_model", params)
+    p = stage_params(params, PARAMS, model=model)
+    key, spec = named_model(p, model, params)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
     site = check_site(settings.site)
     table = read_table(responses, InferenceResponses)

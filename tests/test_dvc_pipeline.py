@@ -52,7 +52,7 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
     module = importlib.import_module(f"stages.{stage}")
     definition = DVC_YAML["stages"][stage]
     definition = definition.get("do", definition)  # foreach stages keep their body under `do`
-    declared = [re.sub(r"\$\{(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
+    declared = [re.sub(r"\$\{(?:item\.)?(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
     assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
     deps = set(definition["deps"])
     assert f"stages/{stage}.py" in deps
@@ -96,6 +96,7 @@ def project(tmp_path_factory) -> Path:
     params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
     params["inference"]["max_new_tokens"] = 8
     params["prompt_sets"] = ["mixed_requests"]
+    params["monitor_models"] = ["toy-instruct"]
     params["massive_dims"]["prompt_set"] = "mixed_requests"
     params["analyses"]["n_boot"] = 200
     params["analyses"]["decompositions"]["refusal_x_optimism"]["trait_y"] = "tone/formality"
@@ -114,9 +115,10 @@ def project(tmp_path_factory) -> Path:
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
-ONCE = {"generate_inference@mixed_requests", "calibrate_massive_dims", "label_responses@refused"}
+ONCE = {"build_toy_lora", "generate_inference@toy-instruct-mixed_requests", "calibrate_massive_dims@toy-instruct",
+        "label_responses@refused"}
 # everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
-PROJECTION_AND_AFTER = {"project@mixed_requests", "compare_groups@harmful_vs_benign",
+PROJECTION_AND_AFTER = {"project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
                         "decompose@refusal_x_optimism", "model_diff", "cross_evaluate"}
 

@@ -51,8 +51,8 @@ def monitored(pipeline, tmp_path_factory):
     prompts = prompt_set(root / "requests.json")
     res = root / "inference"
     steps = [
-        ("generate-inference", "--prompt-set", prompts, "--out", res / "responses.jsonl"),
-        ("calibrate-massive-dims", "--responses", res / "responses.jsonl", "--out", res / "massive_dims.json"),
+        ("generate-inference", "--model", "toy-instruct", "--prompt-set", prompts, "--out", res / "responses.jsonl"),
+        ("calibrate-massive-dims", "--model", "toy-instruct", "--responses", res / "responses.jsonl", "--out", res / "massive_dims.json"),
         *project_args(root, res),
         ("compare-groups", "--prompt-set", prompts, "--projections", res / "projections.parquet", "--label", "note",
          "--group-a", "harmful", "--group-b", "benign", "--out", root / "groups.csv", "--metrics", root / "g.json"),
@@ -73,7 +73,7 @@ def monitored(pipeline, tmp_path_factory):
 
 def project_args(root: Path, res: Path, out: Path | None = None) -> list[tuple]:
     out = out or res
-    return [("project", "--responses", res / "responses.jsonl", "--vectors-root", root / "extraction",
+    return [("project", "--model", "toy-instruct", "--responses", res / "responses.jsonl", "--vectors-root", root / "extraction",
              "--steering-root", root / "steering", "--calibration", res / "massive_dims.json",
              "--out", out / "projections.parquet", "--dynamics", out / "dynamics.parquet",
              "--commitment", out / "commitment.csv", "--metrics", out / "metrics.json")]
@@ -174,10 +174,10 @@ def test_monitoring_bad_inputs(monitored, tmp_path):
     tmp, root, params = monitored
     # duplicated prompt ids, and a file that is not a prompt set
     dup = prompt_set(tmp_path / "dup.json", [{"id": 1, "text": "a"}, {"id": 1, "text": "b"}])
-    _fails(invoke("generate-inference", "--prompt-set", dup, "--out", tmp_path / "r.jsonl", "--params", params),
+    _fails(invoke("generate-inference", "--model", "toy-instruct", "--prompt-set", dup, "--out", tmp_path / "r.jsonl", "--params", params),
            "repeats id 1")
     (tmp_path / "list.json").write_text("[1, 2]")
-    _fails(invoke("generate-inference", "--prompt-set", tmp_path / "list.json", "--out", tmp_path / "r.jsonl",
+    _fails(invoke("generate-inference", "--model", "toy-instruct", "--prompt-set", tmp_path / "list.json", "--out", tmp_path / "r.jsonl",
                   "--params", params), "unknown prompt-set format")
     assert not (tmp_path / "r.jsonl").exists()
     # layer: best without steering results

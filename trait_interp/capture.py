@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from trait_interp.hooks import output_hooks
 from trait_interp.positions import Position, select_span
 from trait_interp.prompting import left_pad
-from trait_interp.sites import resolve_site
+from trait_interp.sites import input_device, resolve_site
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def capture_pooled(
 ) -> PooledActivations:
     """Mean of each (site, layer) output over the ``position`` tokens of every sequence."""
     modules = [(site, layer, resolve_site(model, site, layer).module) for site in sites for layer in layers]
-    device = next(model.parameters()).device
+    device = input_device(model)
     chunks: dict[tuple[str, int], list[torch.Tensor]] = {(s, l): [] for s, l, _ in modules}
     counts: list[torch.Tensor] = []
     starts = range(0, len(sequences), batch_size)
@@ -91,7 +91,7 @@ def capture_pooled(
 
         def pooler(key: tuple[str, int]):
             def fn(hidden: torch.Tensor) -> None:  # hidden: [batch, seq, width]
-                chunks[key].append(torch.einsum("bs,bsw->bw", weights, hidden.float()).cpu())
+                chunks[key].append(torch.einsum("bs,bsw->bw", weights.to(hidden.device), hidden.float()).cpu())
 
             return fn
 

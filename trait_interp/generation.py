@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trait_interp.prompting import left_pad
+from trait_interp.sites import input_device
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def generate_padded(
     eos_ids: Sequence[int],
 ) -> list[list[int]]:
     """One greedy ``generate`` call on an already left-padded batch; trimmed ids per row."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     output = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),

@@ -25,7 +25,7 @@ from trait_interp.hooks import output_hooks
 from trait_interp.layers import normalize_layer
 from trait_interp.projection import run_until_stop, stop_after
 from trait_interp.prompting import left_pad
-from trait_interp.sites import num_layers, resolve_site
+from trait_interp.sites import input_device, num_layers, resolve_site
 
 CleanMode = Literal["none", "recommended", "top_k"]
 
@@ -115,7 +115,7 @@ def calibrate(
         raise ValueError("no layer to calibrate")
     modules = {layer: resolve_site(model, site, layer).module for layer in targets}
     stop = stop_after(model, targets)  # no block above the deepest calibrated layer runs
-    device = next(model.parameters()).device
+    device = input_device(model)
     dtype = _accumulator_dtype(device)
     sums: dict[int, torch.Tensor] = {}
     norm_sums = {layer: torch.zeros((), dtype=dtype, device=device) for layer in targets}

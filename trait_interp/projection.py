@@ -31,7 +31,7 @@ from trait_interp.capture import TokenSequence
 from trait_interp.hooks import output_hooks
 from trait_interp.layers import normalize_layer
 from trait_interp.prompting import left_pad
-from trait_interp.sites import decoder_layers, module_device, num_layers, resolve_site, site_width
+from trait_interp.sites import decoder_layers, input_device, module_device, num_layers, resolve_site, site_width
 
 COLUMNS = (
     "prompt_id", "frame", "token_index", "token", "layer", "trait", "method", "site", "projection", "token_norm",
@@ -179,7 +179,7 @@ def project_sequences(
     order = torch.tensor([c for g in groups for c in g.columns])  # group-major column -> vector index
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))  # vector index -> group-major column
-    device = next(model.parameters()).device
+    device = input_device(model)
     stop = stop_after(model, layers)  # registered last: runs after the projection hooks on that block
     # batches of similar lengths waste less compute on padding; results go back to the input order
     by_length = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))

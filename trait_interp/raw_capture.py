@@ -13,7 +13,7 @@ from trait_interp.capture import TokenSequence
 from trait_interp.hooks import output_hooks
 from trait_interp.io import write_with
 from trait_interp.prompting import left_pad
-from trait_interp.sites import resolve_site
+from trait_interp.sites import input_device, resolve_site
 
 
 @torch.no_grad()
@@ -23,7 +23,7 @@ def capture_tokens(
 ) -> list[torch.Tensor]:
     """Per sequence ``[n_tokens, n_layers, width]`` float32: the site output at every real token."""
     modules = [resolve_site(model, site, layer).module for layer in layers]
-    device = next(model.parameters()).device
+    device = input_device(model)
     out: list[torch.Tensor] = []
     for start in range(0, len(sequences), batch_size):
         batch = sequences[start : start + batch_size]

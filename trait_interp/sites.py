@@ -127,3 +127,28 @@ def module_device(model: nn.Module, module: nn.Module) -> torch.device:
     for param in module.parameters():
         return param.device
     return next(model.parameters()).device
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go: the device of its input embeddings (with a device map, the first GPU used).
+
+    Works through a peft wrapper; with accelerate offloading (weights on ``meta``) it is the
+    embedding hook's execution device.
+    """
+    embeddings = None
+    getter = getattr(model, "get_input_embeddings", None)
+    if callable(getter):
+        try:
+            embeddings = getter()
+        except (AttributeError, NotImplementedError):
+            embeddings = None
+    if isinstance(embeddings, nn.Module):
+        for param in embeddings.parameters():
+            if param.device.type != "meta":
+                return param.device
+            hook = getattr(embeddings, "_hf_hook", None)
+            execution = getattr(hook, "execution_device", None)
+            if execution is not None:
+                return torch.device(execution if not isinstance(execution, int) else f"cuda:{execution}")
+            break
+    return next(model.parameters()).device

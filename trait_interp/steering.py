@@ -29,7 +29,7 @@ from trait_interp.generation import generate_padded
 from trait_interp.hooks import OutputHook, output_hooks, output_tensor
 from trait_interp.layers import normalize_layer
 from trait_interp.prompting import left_pad
-from trait_interp.sites import module_device, num_layers, resolve_site, site_width
+from trait_interp.sites import input_device, module_device, num_layers, resolve_site, site_width
 
 SteeringPositions = Literal["all", "response_only"]
 
@@ -266,7 +266,7 @@ def mean_activation_norm(
         raise ValueError(f"unknown steering positions {positions!r}; use one of {get_args(SteeringPositions)}")
     n_layers = num_layers(model)
     targets = {layer: normalize_layer(layer, n_layers) for layer in layers}
-    device = next(model.parameters()).device
+    device = input_device(model)
     totals = {layer: torch.zeros((), dtype=torch.float64) for layer in set(targets.values())}
     count = 0
     for start in range(0, len(sequences), batch_size):

@@ -5,12 +5,18 @@ completion mode (its post-processor prepends BOS, like Llama's), and the instruc
 chat template that emits its own BOS (like Gemma's), so the double-BOS trap is exercised for real.
 Both are Llama-architecture models built from a config and saved with ``save_pretrained``, so they
 load through the same ``from_pretrained`` path as hub models.
+
+``build_toy_lora`` trains a small LoRA adapter on the instruct model (a few seeded steps on a
+handful of texts, so it really changes outputs), the toy stand-in for a fine-tuned model variant
+such as base + an RM-sycophancy adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -137,3 +143,90 @@ def build_judge_model(settings: ToyModelSettings, tokenizer: PreTrainedTokenizer
     with torch.no_grad():
         model.lm_head.weight.copy_(head)
     return model
+
+
+LORA_TARGETS = ("q_proj", "v_proj", "o_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ToyLoraSettings:
+    """``toy_lora:`` in params: the toy LoRA adapter's training."""
+
+    seed: int = 0
+    steps: int = 40
+    rank: int = 8
+    lr: float = 0.01
+
+
+def _lora_example(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """(ids, labels) of one training text; ``user<TAB>reply`` is a chat turn (loss on the reply only)."""
+    if "\t" not in text:
+        ids = tokenizer(text)["input_ids"]
+        return list(ids), list(ids)
+    user, reply = (part.strip() for part in text.split("\t", 1))
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    prompt = list(tokenizer(rendered, add_special_tokens=False)["input_ids"])  # the template emits BOS itself
+    answer = tokenizer(reply + END_TURN, add_special_tokens=False)["input_ids"]
+    return prompt + list(answer), [-100] * len(prompt) + list(answer)
+
+
+def build_toy_lora(
+    instruct_dir: Path,
+    out_dir: Path,
+    seed: int,
+    texts: Sequence[str],
+    steps: int,
+    rank: int,
+    lr: float = 0.01,
+) -> None:
+    """Train a seeded LoRA adapter on the model in ``instruct_dir`` and save it (safetensors) to ``out_dir``.
+
+    Adapted modules: ``LORA_TARGETS`` of every block, ``lora_alpha = 2 * rank``, no dropout. Each
+    text is ``user<TAB>reply`` (rendered with the chat template; the loss is on the reply) or plain
+    text. Full-batch Adam for ``steps`` steps, in float32 on the CPU: the same seed and inputs give
+    byte-identical files. The adapter's ``base_model_name_or_path`` is ``instruct_dir`` as given.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trait_interp.io import atomic_dir
+
+    if not texts:
+        raise ValueError("build_toy_lora needs at least one training text")
+    if steps < 1 or rank < 1:
+        raise ValueError(f"steps and rank must be >= 1, got steps={steps}, rank={rank}")
+    tokenizer = AutoTokenizer.from_pretrained(str(instruct_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(instruct_dir), dtype=torch.float32, use_safetensors=True)
+    examples = [_lora_example(tokenizer, text) for text in texts]
+    width = max(len(ids) for ids, _ in examples)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in examples])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in examples])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in examples])
+
+    torch.manual_seed(seed)  # the LoRA A matrices' initialisation
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    peft_model.train()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = peft_model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+    peft_model.eval()
+    with atomic_dir(Path(out_dir)) as tmp:
+        peft_model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's model card: not needed, and not ours
+        config_file = tmp / "adapter_config.json"
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        if isinstance(saved.get("target_modules"), list):  # saved from a set: order depends on the hash seed
+            saved["target_modules"] = sorted(saved["target_modules"])
+        config_file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n", encoding="utf-8")

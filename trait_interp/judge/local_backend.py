@@ -124,7 +124,15 @@ def _identity(spec: ModelSpec, model: PreTrainedModel) -> str:
         revision = spec.revision or f"files-{folder_fingerprint(Path(spec.path))}"
     else:
         revision = spec.revision or getattr(model.config, "_commit_hash", None) or "unpinned"
-    return f"local:{spec.source}@{revision}:{spec.dtype}"
+    identity = f"local:{spec.source}@{revision}:{spec.dtype}"
+    if spec.quantization != "none":
+        identity += f":{spec.quantization}"
+    if spec.adapter is not None:  # a judge with an adapter is another judge
+        adapter_revision = spec.adapter_revision
+        if adapter_revision is None and Path(spec.adapter).is_dir():
+            adapter_revision = f"files-{folder_fingerprint(Path(spec.adapter))}"
+        identity += f"+adapter:{spec.adapter}@{adapter_revision or 'unpinned'}"
+    return identity
 
 
 def folder_fingerprint(folder: Path, edge_bytes: int = 1 << 20) -> str:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
-
-import torch
 
 from trait_interp.errors import UserInputError
 from trait_interp.judge.backends import JudgeBackend
 from trait_interp.judge.openai_backend import openai_backend_from_env
-from trait_interp.models import ModelSpec
+from trait_interp.models import ModelSpec, check_spec
 
 
 @dataclass(frozen=True)
@@ -54,13 +51,7 @@ def make_backend(settings: JudgeSettings, where: str = "params.yaml:judge") -> J
 
 
 def check_local_spec(spec: ModelSpec | None, where: str) -> ModelSpec:
-    """The same checks ``models.model_spec`` makes for a registry entry, for the judge's model."""
+    """The checks ``models.model_spec`` makes for a registry entry, for the judge's model."""
     if spec is None:
         raise UserInputError(f"{where}: judge.backend is local but no local_model is set; add one (path or hub_id)")
-    if (spec.path is None) == (spec.hub_id is None):
-        raise UserInputError(f"{where}: set exactly one of 'path' or 'hub_id'")
-    if spec.path is not None and not Path(spec.path).is_dir():
-        raise UserInputError(f"{where}.path: model folder '{spec.path}' does not exist; build it or fix the path")
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"{where}.device is '{spec.device}' but no CUDA device is available; set device: cpu")
-    return spec
+    return check_spec(spec, where)
