@@ -56,3 +56,10 @@ def chosen_model(values: dict[str, Any], role: str, params_path: Path) -> tuple[
 def named_model(values: dict[str, Any], key: str, params_path: Path) -> tuple[str, ModelSpec]:
     """The registry entry ``key`` given on the command line, read via ``models.{model}``."""
     return key, model_spec({key: values["models.{model}"]}, key, str(params_path))
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    """A metrics value for JSON: rounded, with None for missing or NaN (JSON has no NaN)."""
+    if value is None or value != value:
+        return None
+    return round(float(value), digits)

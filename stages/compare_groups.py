@@ -11,7 +11,7 @@ import typer
 
 from schemas.analyses import GroupComparison
 from schemas.projections import Projections
-from stages._common import ParamsOption, stage_params, user_errors
+from stages._common import ParamsOption, rounded, stage_params, user_errors
 from trait_interp.analyses.group_comparison import compare_groups, labels_from_field, response_means
 from trait_interp.analyses.settings import AnalysisSettings
 from trait_interp.config import from_mapping
@@ -71,8 +71,8 @@ def main(
     write_table(table, GroupComparison, out)
     summary = {
         f"{row.trait}@L{row.layer}": {
-            "mean_a": _num(row.mean_a), "mean_b": _num(row.mean_b), "cohens_d": _num(row.cohens_d),
-            "ci_low": _num(row.ci_low), "ci_high": _num(row.ci_high), "p_value": _num(row.p_value),
+            "mean_a": rounded(row.mean_a), "mean_b": rounded(row.mean_b), "cohens_d": rounded(row.cohens_d),
+            "ci_low": rounded(row.ci_low), "ci_high": rounded(row.ci_high), "p_value": rounded(row.p_value),
         }
         for row in table.itertuples()
     }
@@ -80,7 +80,3 @@ def main(
     write_json(metrics, {"groups": [group_a, group_b], "n": sizes,
                          **summary, "settings": asdict(settings)})
     typer.echo(f"{group_a} vs {group_b}: {len(table)} (trait, layer) comparisons -> {out}")
-
-
-def _num(value: float) -> float | None:
-    return None if pd.isna(value) else round(float(value), 4)

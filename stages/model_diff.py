@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
 from trait_interp.analyses.model_diff import diff_vector_cosines, paired_diff, per_token_diff
 from trait_interp.capture import TokenSequence, capture_pooled
 from trait_interp.config import from_mapping
@@ -80,13 +79,9 @@ def main(
     write_table(ranked, ClauseDiff, clauses)
     summary = {
         "variant_a": key_a, "variant_b": key_b, "n_prompts": len(table),
-        **{f"{r.trait}@L{r.layer}": {"mean_diff": _num(r.mean_diff), "paired_d": _num(r.paired_d),
-                                     "p_value": _num(r.p_value)} for r in diff.itertuples()},
-        "cosine": {f"{r.trait}@L{r.layer}": _num(r.cosine) for r in cos.itertuples()},
+        **{f"{r.trait}@L{r.layer}": {"mean_diff": rounded(r.mean_diff), "paired_d": rounded(r.paired_d),
+                                     "p_value": rounded(r.p_value)} for r in diff.itertuples()},
+        "cosine": {f"{r.trait}@L{r.layer}": rounded(r.cosine) for r in cos.itertuples()},
     }
     write_json(metrics, summary)
     typer.echo(f"{key_b} vs {key_a} on {len(table)} replayed responses: {len(diff)} (trait, layer) rows -> {out}")
-
-
-def _num(value: float) -> float | None:
-    return None if pd.isna(value) else round(float(value), 4)

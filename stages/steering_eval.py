@@ -10,7 +10,7 @@ import typer
 
 from schemas.evaluation import VectorEvaluation
 from schemas.steering import SteeringCurve, SteeringResponses
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
 from trait_interp.config import from_mapping
 from trait_interp.datasets import load_steering_questions, read_definition, trait_display_name
 from trait_interp.errors import UserInputError
@@ -106,23 +106,19 @@ def main(
             "trait": trait,
             "layers": layer_label,
             "method": settings.method,
-            "baseline_trait": rounded(chosen["baseline_trait_mean"]),
-            "best_trait": rounded(chosen["trait_mean"]),
-            "delta": rounded(chosen["delta"]),
-            "best_coherence": rounded(chosen["coherence_mean"]),
-            "best_coefficient": rounded(chosen["coefficient"]),
-            "best_ratio": rounded(chosen["ratio"]),
+            "baseline_trait": rounded(chosen["baseline_trait_mean"], 3),
+            "best_trait": rounded(chosen["trait_mean"], 3),
+            "delta": rounded(chosen["delta"], 3),
+            "best_coherence": rounded(chosen["coherence_mean"], 3),
+            "best_coefficient": rounded(chosen["coefficient"], 3),
+            "best_ratio": rounded(chosen["ratio"], 3),
             "valid": chosen["valid"],
             "judge": stats,
         },
     )
     typer.echo(
-        f"{trait}: layers {layer_label}, baseline {rounded(chosen['baseline_trait_mean'])}, best "
-        f"{rounded(chosen['trait_mean'])} at coef {rounded(chosen['coefficient'])} (coherence "
-        f"{rounded(chosen['coherence_mean'])}{'' if chosen['valid'] else ', below min_coherence'}); "
+        f"{trait}: layers {layer_label}, baseline {rounded(chosen['baseline_trait_mean'], 3)}, best "
+        f"{rounded(chosen['trait_mean'], 3)} at coef {rounded(chosen['coefficient'], 3)} (coherence "
+        f"{rounded(chosen['coherence_mean'], 3)}{'' if chosen['valid'] else ', below min_coherence'}); "
         f"judge calls {stats['calls']}, cache hits {stats['cache_hits']}"
     )
-
-
-def rounded(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(float(value), digits)
