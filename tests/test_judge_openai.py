@@ -53,7 +53,7 @@ def test_scores_match_the_stub_distribution_and_the_request_is_as_specified():
         judge = Judge(backend(stub))
         scores = judge.score_many(reqs, progress=False)
         bodies = list(stub.bodies)
-    assert [s.score for s in scores] == pytest.approx([expected(r) for r in reqs])
+    assert [s.score for s in scores] == pytest.approx([expected(r) for r in reqs], abs=5e-4)  # scores are rounded to 3 decimals
     assert all(s.score is not None and not s.failed and not s.cached for s in scores)
     assert len({s.score for s in scores}) > 1  # the stub really answers per request
     body = next(b for b in bodies if b["messages"] == [dict(m) for m in reqs[0].messages])
@@ -167,7 +167,7 @@ def test_works_when_called_from_inside_a_running_event_loop():
             return Judge(backend(stub)).score_many(reqs, progress=False)
 
         scores = asyncio.run(inside_a_loop())
-    assert [s.score for s in scores] == pytest.approx([expected(r) for r in reqs])
+    assert [s.score for s in scores] == pytest.approx([expected(r) for r in reqs], abs=5e-4)  # scores are rounded to 3 decimals
 
 
 def test_missing_api_key_is_a_user_error(monkeypatch, tmp_path):
@@ -248,4 +248,4 @@ def test_a_killed_run_keeps_its_answers_and_the_rerun_asks_only_for_the_rest(tmp
         scores = judge.score_many(requests(30), progress=False)
         assert judge.stats.calls == 30 - kept and stub.requests - before == 30 - kept
         assert judge.stats.cache_hits == kept
-    assert [s.score for s in scores] == pytest.approx([expected(r) for r in requests(30)])
+    assert [s.score for s in scores] == pytest.approx([expected(r) for r in requests(30)], abs=5e-4)

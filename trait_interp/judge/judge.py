@@ -30,6 +30,9 @@ from trait_interp.judge.templates import (
 )
 
 
+SCORE_DECIMALS = 3  # far below any meaningful difference on a 0-100 scale
+
+
 @dataclass(frozen=True)
 class JudgeRequest:
     template: str
@@ -134,6 +137,11 @@ class Judge:
             self.stats.failures += 1
         elif score is None:
             self.stats.none_scores += 1
+        else:
+            # a local judge's logprobs vary in the 7th digit with batch composition (padding, matmul
+            # shapes), so a score depends on which requests shared its batch; rounding keeps tables
+            # byte-identical whether a score came from the cache or from a fresh batch
+            score = round(score, SCORE_DECIMALS)
         return JudgeScore(score, cached, failed)
 
 
