@@ -15,12 +15,11 @@ from trait_interp.capture import TokenSequence
 from trait_interp.config import from_mapping
 from trait_interp.dynamics import dynamics_table
 from trait_interp.errors import UserInputError
-from trait_interp.io import atomic_dir, read_json, write_json
+from trait_interp.io import read_json, write_json
 from trait_interp.massive_dims import Calibration, clean_dims_for
 from trait_interp.models import load_model
 from trait_interp.monitoring import MonitoringSettings, monitor_vectors, steering_best_layer
 from trait_interp.projection import project_sequences, to_long_rows
-from trait_interp.raw_capture import capture_tokens, save_token_activations
 from trait_interp.sites import check_site, num_layers
 from trait_interp.tables import read_table, write_table
 
@@ -37,9 +36,6 @@ def main(
     dynamics: Annotated[Path, typer.Option(help="Per-token velocity and acceleration (.parquet).")],
     commitment: Annotated[Path, typer.Option(help="Per-trajectory mean and commitment point (.csv).")],
     metrics: Annotated[Path, typer.Option(help="Summary metrics (.json).")],
-    raw: Annotated[
-        Path | None, typer.Option(help="Folder for raw per-token activations (monitoring.save_raw); never pushed.")
-    ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Massive-dims calibration (.json), needed when cleaning is on.")
     ] = None,
@@ -49,7 +45,7 @@ def main(
     p = stage_params(params, PARAMS, model=model)
     key, spec = named_model(p, model, params)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
-    site = check_site(settings.site)
+    check_site(settings.site)
     table = read_table(responses, InferenceResponses)
     clean = None
     if settings.clean_massive_dims != "none":
@@ -72,12 +68,6 @@ def main(
     tokens = [list(a) + list(b) for a, b in zip(table["prompt_tokens"], table["response_tokens"])]
     long = to_long_rows(result, list(table["prompt_id"]), sequences, tokens, vectors)
     per_token, per_trajectory = dynamics_table(long, settings.dynamics_window, settings.commitment_threshold)
-    if raw is not None:
-        with atomic_dir(raw) as tmp:  # exists (empty) when save_raw is off: DVC needs its outputs
-            if settings.save_raw:
-                layers = sorted({v.layer for v in vectors})
-                acts = capture_tokens(model, sequences, site, layers, pad_id, settings.batch_size)
-                save_token_activations(tmp, list(table["prompt_id"]), acts, layers)
     write_table(long, Projections, out)
     write_table(per_token, Dynamics, dynamics)
     write_table(per_trajectory, Commitment, commitment)

@@ -264,22 +264,28 @@ def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
     _fails(invoke(*step, "--params", params), "not a massive-dims calibration")
 
 
-def test_raw_activations_are_opt_in_and_match_the_projections(monitored, tmp_path):
+def test_raw_activations_match_the_projections(monitored, tmp_path):
     from safetensors.torch import load_file
 
-    tmp, root, _ = monitored
-    (step,) = project_args(root, root / "inference", tmp_path)
-    off = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2])
-    assert invoke(*step, "--raw", tmp_path / "raw", "--params", off).exit_code == 0
-    assert (tmp_path / "raw").is_dir() and not list((tmp_path / "raw").iterdir())
-    on = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{"monitoring.save_raw": True})
-    assert invoke(*step, "--raw", tmp_path / "raw", "--params", on).exit_code == 0
-    saved = load_file(str(tmp_path / "raw" / "3.safetensors"))
-    assert saved["layers"].tolist() == [0, 2]
     from trait_interp.vectors import load_vectors
 
+    tmp, root, _ = monitored
+    params = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{
+        "raw_activations": {"models": ["toy-instruct"], "prompt_sets": ["requests"], "site": "residual",
+                            "layers": [0, 2], "batch_size": 2}})
+    res = root / "inference"
+    assert invoke("capture-raw", "--model", "toy-instruct", "--responses", res / "responses.jsonl",
+                  "--out", tmp_path / "raw", "--params", params).exit_code == 0
+    saved = load_file(str(tmp_path / "raw" / "3.safetensors"))
+    assert saved["layers"].tolist() == [0, 2]
     v = load_vectors(root / "extraction" / TRAITS[0] / "vectors", "residual", "probe").layer(2)
-    proj = read_table(tmp_path / "projections.parquet", Projections)
+    proj = read_table(res / "projections.parquet", Projections)
     got = proj[(proj["prompt_id"] == "3") & (proj["trait"] == TRAITS[0]) & (proj["layer"] == 2)]
+    assert len(got) == saved["activations"].shape[0]
     expected = saved["activations"][:, 1] @ v / v.norm()
     assert torch.allclose(torch.tensor(got.sort_values("token_index")["projection"].to_numpy()), expected, atol=1e-4)
+    bad = make_params(tmp_path, tmp, traits=TRAITS, **{"raw_activations": {"site": "residual", "layers": [0, 9],
+                                                                          "batch_size": 2}})
+    _fails(invoke("capture-raw", "--model", "toy-instruct", "--responses", res / "responses.jsonl",
+                  "--out", tmp_path / "raw2", "--params", bad), "out of range")
+    assert not (tmp_path / "raw2").exists()

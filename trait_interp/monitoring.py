@@ -24,7 +24,6 @@ class MonitoringSettings:
     clean_massive_dims: Literal["none", "recommended", "top_k"] = "none"
     dynamics_window: int = 5  # trailing moving average before velocity / commitment
     commitment_threshold: float = 0.5  # |smoothed velocity| below this (projection units per token)
-    save_raw: bool = False  # also keep raw per-token activations at the projected layers (local only)
 
 
 def monitor_layers(value: object, n_layers: int, trait: str, best_layer: Callable[[str], int]) -> tuple[int, ...]:

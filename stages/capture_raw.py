@@ -1,0 +1,62 @@
+"""Stage capture_raw: raw per-token activations of a monitored prompt set, kept on the machine that made them.
+
+The output is ``push: false`` in dvc.yaml: hundreds of MB per prompt set at 70B scale, cheap to
+regenerate from the pushed responses. The stage exists only for the (model, prompt set) pairs listed
+in ``raw_activations`` (both lists empty by default), because a ``push: false`` output is missing on
+every other machine: there ``dvc pull`` needs ``--allow-missing`` and ``dvc status`` lists it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas.inference import InferenceResponses
+from stages._common import ParamsOption, named_model, stage_params, user_errors
+from trait_interp.capture import TokenSequence
+from trait_interp.config import from_mapping
+from trait_interp.io import atomic_dir
+from trait_interp.layers import parse_layers
+from trait_interp.models import load_model
+from trait_interp.raw_capture import capture_tokens, save_token_activations
+from trait_interp.sites import check_site, num_layers
+from trait_interp.tables import read_table
+
+PARAMS = ("models.{model}", "raw_activations.site", "raw_activations.layers", "raw_activations.batch_size")
+
+
+@dataclass(frozen=True)
+class RawActivationSettings:
+    """``raw_activations:`` in params (``models`` and ``prompt_sets`` only expand the stage in dvc.yaml)."""
+
+    site: str = "residual"
+    layers: str | int | list[int] = "all"
+    batch_size: int = 8
+
+
+@user_errors
+def main(
+    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
+    responses: Annotated[Path, typer.Option(help="Responses table from generate_inference (.jsonl).")],
+    out: Annotated[Path, typer.Option(help="Folder to write: one <prompt_id>.safetensors per prompt.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Every token of every stored response through the model once; ``[n_tokens, n_layers, width]`` per prompt."""
+    p = stage_params(params, PARAMS, model=model)
+    _, spec = named_model(p, model, params)
+    section = {k: p[f"raw_activations.{k}"] for k in ("site", "layers", "batch_size")}
+    settings = from_mapping(RawActivationSettings, section, f"{params}:raw_activations")
+    site = check_site(settings.site)
+    table = read_table(responses, InferenceResponses)
+    loaded = load_model(spec)
+    layers = list(parse_layers(settings.layers, num_layers(loaded)))
+    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
+    pad_id = loaded.config.pad_token_id if loaded.config.pad_token_id is not None else 0
+    acts = capture_tokens(loaded, sequences, site, layers, pad_id, settings.batch_size)
+    with atomic_dir(out) as tmp:
+        save_token_activations(tmp, list(table["prompt_id"]), acts, layers)
+    size = sum(a.numel() * a.element_size() for a in acts)
+    typer.echo(f"{len(acts)} prompts x {len(layers)} layers ({site}), {size / 2**20:.1f} MiB -> {out} (local only)")
