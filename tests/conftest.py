@@ -77,3 +77,14 @@ def chat_tokenizer(corpus_lines):
 @pytest.fixture(scope="session")
 def toy_model(base_tokenizer):
     return build_model(ToyModelSettings(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3), base_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def reproduced_toy(tmp_path_factory) -> tuple[Path, str]:
+    """The reduced toy project after one `dvc repro` (see tests/toy_project.py), and repro's output.
+    Read-only: take a copy with ``toy_project.copy_project`` before changing anything."""
+    from tests.toy_project import reproduce
+
+    root = tmp_path_factory.mktemp("toy-reproduced") / "project"
+    root.mkdir()
+    return root, reproduce(REPO, root)

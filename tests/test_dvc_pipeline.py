@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.toy_project import TRAITS, copy_project, run, stages_run
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 
@@ -67,50 +65,19 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    return run(args, cwd)
 
 
-def _stages_run(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+_stages_run = stages_run
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git copy of the project with a smaller toy config, reproduced once."""
-    root = tmp_path_factory.mktemp("project")
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for rel in tracked:
-        if rel.startswith("experiments/") or not (REPO / rel).exists():
-            continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["traits"] = ["behavior/refusal", "tone/formality"]
-    params["extraction"]["sites"] = ["residual", "attn_out"]
-    params["vectors"]["methods"] = ["probe", "mean_diff"]
-    params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
-    params["inference"]["max_new_tokens"] = 8
-    params["prompt_sets"] = ["mixed_requests"]
-    params["monitor_models"] = ["toy-instruct"]
-    params["massive_dims"]["prompt_set"] = "mixed_requests"
-    params["analyses"]["n_boot"] = 200
-    params["analyses"]["decompositions"]["refusal_x_optimism"]["trait_y"] = "tone/formality"
-    params["analyses"]["cross_evaluation"]["traits"] = ["behavior/refusal", "tone/formality"]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "copy"], root)
-    first = _run(["dvc", "repro"], root)
+def project(reproduced_toy, tmp_path_factory) -> Path:
+    """A copy of the reduced toy project (tests/toy_project.py), reproduced once per session."""
+    source, first = reproduced_toy
     assert _stages_run(first) == {"build_toy_models", *ONCE, *PROJECTION_AND_AFTER} | {
-        f"{stage}@{trait}" for stage in PER_TRAIT for trait in ("behavior/refusal", "tone/formality")}
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "reproduced"], root)
-    return root
+        f"{stage}@{trait}" for stage in PER_TRAIT for trait in TRAITS}
+    return copy_project(source, tmp_path_factory.mktemp("pipeline") / "project")
 
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
@@ -187,18 +154,3 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
         assert column in text
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)
-
-
-def test_fresh_clone_after_pull_rejudges_nothing(project, tmp_path):
-    """Push to a remote, clone, pull, re-run steering: every judge answer comes from the pulled cache."""
-    remote = tmp_path / "remote"
-    _run(["dvc", "remote", "add", "-d", "--local", "scratch", str(remote)], project)
-    _run(["dvc", "push"], project)
-    clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    _run(["dvc", "remote", "add", "-d", "--local", "scratch", str(remote)], clone)
-    _run(["dvc", "pull"], clone)
-    ran = _run(["dvc", "repro", "--force", "--single-item", "steering_eval@behavior/refusal"], clone)
-    assert _stages_run(ran) == {"steering_eval@behavior/refusal"}
-    after = _metrics(clone, "behavior/refusal")
-    assert after["judge"]["calls"] == 0 and after["judge"]["cache_hits"] > 0

@@ -1,8 +1,8 @@
 """The DVC remote (Cloudflare R2 through dvc-s3) against a local S3 server: moto over https on 127.0.0.1.
 
-One small toy project is reproduced once (module fixture) with the committed `.dvc/config` untouched,
-which also shows that `dvc repro` never needs the remote. Each test then points the committed `r2`
-remote at the local server with `dvc remote modify --local` (endpoint, `ssl_verify false`, a URL prefix
+The reduced toy project (reproduced once per session, tests/toy_project.py) is copied with the
+committed `.dvc/config` untouched, which also shows that `dvc repro` never needs the remote. Each test
+then points the committed `r2` remote at the local server with `dvc remote modify --local` (endpoint, `ssl_verify false`, a URL prefix
 of its own) and passes credentials in the environment, exactly as a user would; the committed
 `configpath` (the R2 checksum settings) stays in force. moto does not reproduce R2's rejection of
 aws-chunked uploads, so the requests dvc sends are recorded (aiobotocore's `AioEndpoint._send`, wrapped
@@ -30,9 +30,9 @@ from tests.conftest import REPO
 
 pytest.importorskip("moto.server")
 from tests.s3_stub import S3Stub, free_port  # noqa: E402
+from tests.toy_project import TRAITS, copy_project  # noqa: E402
 
 REMOTE = "r2"  # the default remote named in the committed .dvc/config
-TRAITS = ("behavior/refusal", "tone/formality")
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
 LARGE = "synthetic/large_activations.bin"  # a `dvc add`ed file over s3fs's 100 MiB single-PUT limit
@@ -228,40 +228,18 @@ def s3(tmp_path_factory):
         yield server
 
 
+RAW_STAGE = "capture_raw@toy-instruct-mixed_requests"  # raw per-token activations: push: false
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git copy of the project (smaller toy config) reproduced once with the committed .dvc/config as is,
-    plus a synthetic 105 MiB `dvc add`ed activation file."""
-    root = tmp_path_factory.mktemp("remote") / "project"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    for rel in files:
-        if rel.startswith("experiments/") or not (REPO / rel).is_file():
-            continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, root / rel)
+def project(reproduced_toy, tmp_path_factory) -> Path:
+    """A copy of the reproduced toy project (the committed .dvc/config untouched, so repro never needed the
+    remote), with raw activations turned on for one prompt set and a synthetic 105 MiB `dvc add`ed file."""
+    root = copy_project(reproduced_toy[0], tmp_path_factory.mktemp("remote") / "project")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["traits"] = list(TRAITS)
-    params["extraction"]["sites"] = ["residual", "attn_out"]
-    params["vectors"]["methods"] = ["probe", "mean_diff"]
-    params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
-    params["inference"]["max_new_tokens"] = 8
-    params["prompt_sets"] = ["mixed_requests"]
-    if "monitor_models" in params:
-        params["monitor_models"] = [params["application_model"]]
-    params["massive_dims"]["prompt_set"] = "mixed_requests"
-    # fewer stages (each is a process that loads torch): the four per-name analysis families go; the
-    # correlation, cross-evaluation and model-diff analyses stay
-    for family in ("group_comparisons", "judge_labels", "judged_comparisons", "decompositions"):
-        params["analyses"][family] = {}
-    params["analyses"]["cross_evaluation"]["traits"] = list(TRAITS)
+    params["raw_activations"].update(models=["toy-instruct"], prompt_sets=["mixed_requests"], layers=[0, 2])
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "copy"], root)
-    # the committed remote still has its placeholder endpoint here: repro must not touch it
-    ran = run(["dvc", "repro"], root)
-    assert {f"steering_eval@{t}" for t in TRAITS} <= stages_run(output(ran))
+    assert stages_run(output(run(["dvc", "repro"], root))) == {RAW_STAGE}
     large = root / LARGE
     large.parent.mkdir()
     with open(large, "wb") as f:
@@ -269,7 +247,7 @@ def project(tmp_path_factory) -> Path:
             f.write(os.urandom(1 << 20))
     run(["dvc", "add", LARGE], root)
     run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "reproduced"], root)
+    run(["git", "commit", "-qm", "raw activations and a large file"], root)
     return root
 
 
@@ -289,9 +267,12 @@ def pulled(project, pushed, s3, tmp_path_factory) -> dict:
     repo = clone(project, base / "clone")
     point_at(repo, s3, pushed["prefix"])
     local_only = local_only_outs(project)
-    # a `push: false` output is in no remote, so a plain `dvc pull` reports it missing (rc 1)
-    args = ["dvc", "pull", "--allow-missing"] if local_only else ["dvc", "pull"]
-    done = run(args, repo, env=credentials(s3), request_log=base / "pull.jsonl")
+    assert local_only, "the project should hold a push: false output"
+    done = run(["dvc", "pull"], repo, check=False, env=credentials(s3), request_log=base / "pull.jsonl")
+    # a push: false output is in no remote: the pull restores everything else and names exactly that output
+    assert done.returncode == 1, output(done)
+    failed = output(done).split("Checkout failed for following targets:")[1].split("Is your cache")[0]
+    assert sorted(failed.split()) == local_only, output(done)
     return {"repo": repo, "output": output(done), "requests": requests_logged(base / "pull.jsonl"),
             "local_only": local_only}
 
@@ -344,7 +325,7 @@ def test_unconfigured_endpoint_fails_fast_and_names_the_placeholder(tmp_path):
 
 # --- round trip -------------------------------------------------------------------------------------
 
-def test_round_trip_restores_every_pushed_artifact_byte_for_byte(project, pulled):
+def test_round_trip_restores_every_pushed_artifact_byte_for_byte(project, pulled, s3):
     repo = pulled["repo"]
     outs = pushed_outs(project)
     assert LARGE in outs and any("/activations" in p for p in outs) and any("judge_cache" in p for p in outs)
@@ -354,8 +335,22 @@ def test_round_trip_restores_every_pushed_artifact_byte_for_byte(project, pulled
         assert not (repo / rel).exists(), f"{rel} is push: false but came back from the remote"
     assert status_outside(repo, pulled["local_only"]) == {}
     # nothing to re-run (a push: false output is only missing, never stale)
-    again = run(["dvc", "repro", "--allow-missing"] if pulled["local_only"] else ["dvc", "repro"], repo)
-    assert stages_run(output(again)) == set()
+    assert stages_run(output(run(["dvc", "repro", "--allow-missing"], repo))) == set()
+    # with raw activations off (the default) the same clone is exactly clean: status, pull and repro
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["raw_activations"].update(models=[], prompt_sets=[])
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "Data and pipelines are up to date" in output(run(["dvc", "status"], repo))
+    run(["dvc", "pull"], repo, env=credentials(s3))
+    assert stages_run(output(run(["dvc", "repro"], repo))) == set()
+
+
+def test_push_false_output_never_reaches_the_remote(project, pushed, s3):
+    raw = object_hashes(project, RAW_STAGE)
+    assert raw and (project / "experiments/toy/raw/toy-instruct/mixed_requests").is_dir()
+    stored = {"".join(key.split("/")[-2:]) for key in s3.keys(pushed["prefix"] + "/")}
+    assert stored and not raw & stored
+    assert object_hashes(project, f"steering_eval@{TRAITS[0]}") <= stored
 
 
 def test_large_artifact_goes_through_multipart_upload(project, pushed, s3):
