@@ -1,12 +1,12 @@
 """The DVC remote (Cloudflare R2 through dvc-s3) against a local S3 server: moto over https on 127.0.0.1.
 
-The reduced toy project (reproduced once per session, tests/toy_project.py) is copied with the
-committed `.dvc/config` untouched, which also shows that `dvc repro` never needs the remote. Each test
-then points the committed `r2` remote at the local server with `dvc remote modify --local` (endpoint, `ssl_verify false`, a URL prefix
-of its own) and passes credentials in the environment, exactly as a user would; the committed
-`configpath` (the R2 checksum settings) stays in force. moto does not reproduce R2's rejection of
-aws-chunked uploads, so the requests dvc sends are recorded (aiobotocore's `AioEndpoint._send`, wrapped
-in the dvc process) and their headers checked.
+The reduced toy project (reproduced once per session, tests/toy_project.py) is copied with the committed
+`.dvc/config` untouched, which also shows that `dvc repro` never needs the remote. Each test then points
+the committed `r2` remote at the local server with `dvc remote modify --local` (endpoint, `ssl_verify
+false`, a URL prefix of its own) and passes credentials in the environment, exactly as a user would; the
+committed `configpath` (the R2 checksum settings) stays in force. moto does not reproduce R2's rejection
+of aws-chunked uploads, so the requests dvc sends are recorded (aiobotocore's `AioEndpoint._send`,
+wrapped in the dvc process) and their headers checked.
 """
 
 from __future__ import annotations
