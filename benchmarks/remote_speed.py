@@ -77,9 +77,8 @@ def copy_files(source: Path, dest: Path, skip_experiments: bool = False) -> None
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / rel, dest / rel)
-    if not (dest / ".dvc" / "config").exists():  # the workspace predates the committed remote
-        for name in ("config", "aws-r2.config"):
-            shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
+    for name in ("config", "aws-r2.config"):  # this repo's remote settings, whatever the workspace's age
+        shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
 
 
 def git_repo(path: Path) -> None:
