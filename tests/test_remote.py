@@ -102,6 +102,16 @@ def point_at(repo: Path, s3: S3Stub, prefix: str) -> None:
             run(["dvc", "remote", "modify", "--local", REMOTE, key, value], repo)
 
 
+def repo_with_committed_remote(repo: Path) -> Path:
+    """An empty git + DVC repo carrying this project's committed remote settings (.dvc/config and its AWS config)."""
+    repo.mkdir()
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    for name in ("config", "aws-r2.config"):
+        shutil.copy2(REPO / ".dvc" / name, repo / ".dvc" / name)
+    return repo
+
+
 def clone(source: Path, dest: Path) -> Path:
     run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
     return dest
@@ -307,12 +317,7 @@ def test_unconfigured_endpoint_fails_fast_and_names_the_placeholder(tmp_path):
     endpoint = (REPO / ".dvc" / "config").read_text()
     if "<" not in endpoint:
         pytest.skip("the committed endpoint is a real account: nothing to check offline")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
-    for name in ("config", "aws-r2.config"):
-        shutil.copy2(REPO / ".dvc" / name, repo / ".dvc" / name)
+    repo = repo_with_committed_remote(tmp_path / "repo")
     (repo / "data.txt").write_text("data\n")
     run(["dvc", "add", "data.txt"], repo)
     start = time.monotonic()
@@ -614,12 +619,7 @@ def test_tracked_files_hold_no_credentials_and_config_local_is_ignored():
 @pytest.mark.skipif(not os.environ.get("R2_TEST_URL"), reason="set R2_TEST_URL=s3://<bucket>/<scratch prefix>, "
                     "R2_TEST_ENDPOINT and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY to run against Cloudflare R2")
 def test_live_r2_round_trip(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
-    for name in ("config", "aws-r2.config"):
-        shutil.copy2(REPO / ".dvc" / name, repo / ".dvc" / name)
+    repo = repo_with_committed_remote(tmp_path / "repo")
     run(["dvc", "remote", "modify", "--local", REMOTE, "url", os.environ["R2_TEST_URL"]], repo)
     run(["dvc", "remote", "modify", "--local", REMOTE, "endpointurl", os.environ["R2_TEST_ENDPOINT"]], repo)
     data = repo / "data.bin"
