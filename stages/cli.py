@@ -21,6 +21,8 @@ from stages import (
     label_responses,
     model_diff,
     project,
+    report,
+    serve,
     steering_eval,
     trait_correlation,
     vet_responses,
@@ -53,10 +55,12 @@ STAGES = {
     "decompose": decompose,
     "model-diff": model_diff,
     "cross-evaluate": cross_evaluate,
+    "report": report,
 }
 
 for _name, _module in STAGES.items():
     app.command(name=_name)(_module.main)
+app.command(name="serve")(serve.main)  # not a stage: serves (or exports) what the report stage built
 
 
 def main() -> None:
