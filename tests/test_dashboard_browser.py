@@ -100,6 +100,16 @@ def open_view(driver, url: str, view: str) -> None:
     assert not page_errors(driver)
 
 
+def pick(driver, index: int, prompt_id: str) -> None:
+    """Click the index-th prompt of the list and wait for its tokens (loaded from its own data file)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    css(driver, "button.prompt-item")[index].click()
+    WebDriverWait(driver, 20).until(
+        lambda d: d.find_element("css selector", "section.detail").get_attribute("data-prompt") == prompt_id,
+        f"prompt {prompt_id} never shown: {page_errors(driver)}")
+
+
 def page_errors(driver) -> list[str]:
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     shown = [e.text for e in driver.find_elements("css selector", "#view .error")]
@@ -176,7 +186,7 @@ def test_steering_view_draws_curves_threshold_best_and_answers(driver, toy):
     best = next(c for c in expected["configs"] if c["best"]) if any(c["best"] for c in expected["configs"]) else None
     if best is not None:
         answer = expected["answers"][best["id"]][0]["response"]
-        assert rows[0].find_element("css selector", "td.answer .text").text == answer.strip() or answer.strip() in rows[0].text
+        assert rows[0].find_element("css selector", "td.answer .text").get_attribute("textContent") == answer
     screenshot(driver, "steering")
 
 
@@ -188,9 +198,8 @@ def test_dynamics_view_shades_every_token_and_its_options_change_the_lines(drive
     responses = [json.loads(line) for line in
                  (report.parents[0] / "inference/toy-instruct/mixed_requests/responses.jsonl").read_text().splitlines()]
     row = 2
-    css(driver, "button.prompt-item")[row].click()
+    pick(driver, row, responses[row]["prompt_id"])
     detail = css(driver, "section.detail")[0]
-    assert detail.get_attribute("data-prompt") == responses[row]["prompt_id"]
     tokens = css(driver, ".tokens .tok")
     assert len(tokens) == len(responses[row]["response_tokens"]) > 0
     assert [t.get_attribute("textContent") for t in tokens] == responses[row]["response_tokens"]
@@ -260,6 +269,7 @@ def test_picker_pages_through_120_prompts_filters_and_shows_full_text(driver, bi
 
     assert summary() == {"filtered": 120, "page": 1, "pages": 3}
     assert len(css(driver, "button.prompt-item")) == 50
+    screenshot(driver, "picker")
     css(driver, ".pager .next")[0].click()
     assert summary()["page"] == 2 and css(driver, "button.prompt-item")[0].get_attribute("data-id") == "51"
     css(driver, ".pager .next")[0].click()
@@ -274,7 +284,7 @@ def test_picker_pages_through_120_prompts_filters_and_shows_full_text(driver, bi
     both = [r for r in yes if r % 4 == 1]
     assert summary()["filtered"] == len(both) and len(css(driver, "button.prompt-item")) == len(both)
     screenshot(driver, "picker_filtered")
-    css(driver, ".filters button.link")[0].click()  # clear
+    css(driver, ".filters button.clear")[0].click()
     assert summary()["filtered"] == 120
     search = css(driver, "input.search")[0]
     search.send_keys("zanzibar")
@@ -282,7 +292,8 @@ def test_picker_pages_through_120_prompts_filters_and_shows_full_text(driver, bi
     assert css(driver, "button.prompt-item")[0].get_attribute("data-id") == str(NEEDLE_ROW + 1)
     search.clear()
     search.send_keys("END-OF-PROMPT")
-    css(driver, "button.prompt-item")[0].click()
+    assert summary()["filtered"] == 1
+    pick(driver, 0, str(LONG_ROW + 1))
     text = css(driver, "section.detail .prompt-text")[0]
     assert text.get_attribute("textContent") == prompt_text(LONG_ROW)  # every character, nothing cut
     assert text.value_of_css_property("max-height") == "none"
@@ -297,8 +308,8 @@ def test_static_export_opens_from_disk(driver, toy, tmp_path):
     _, report = toy
     index = export_site(report, tmp_path / "static")
     open_view(driver, index.as_uri() + "#dynamics", "dynamics")
-    css(driver, "button.prompt-item")[0].click()
     first = data(report, "sets/0/p0")
+    pick(driver, 0, first["id"])
     assert len(css(driver, ".tokens .tok")) == len(first["tokens"])
     open_view(driver, index.as_uri() + "#steering", "steering")
     assert css(driver, "svg.line-chart path.series")

@@ -87,13 +87,14 @@
     const fields = Object.entries(prompt.fields).filter(([, v]) => v !== null).map(([k, v]) => TI.el('span', { class: 'chip' }, `${k}: ${v}`));
     const chart = TI.el('div', { class: 'charts' });
     const visible = atLayer.filter(([, s]) => !state.hidden[s.trait]);
+    const traits = [...new Set(data.series.map((s) => s.trait))];
     TI.lineChart(chart, {
       title: `${opts.velocity ? 'Velocity' : 'Projection'} at layer ${state.layer}` + (opts.centered ? ', centered' : '')
         + (opts.clean !== 'none' ? `, cleaned (${opts.clean})` : '') + (opts.window > 1 ? `, window ${opts.window}` : ''),
       xLabel: 'response token', yLabel: opts.velocity ? 'Δ projection per token' : 'projection (h·v/‖v‖)', integerX: true,
       width: Math.min(1200, Math.max(760, 16 * file.tokens.length)), height: 320, legend: true,
       series: visible.map(([i, s]) => ({
-        name: s.trait, color: TI.palette[i % TI.palette.length],
+        name: s.trait, color: TI.palette[traits.indexOf(s.trait) % TI.palette.length],  // one colour per trait, any layer
         points: TI.dynamics.display(file, i, s, opts).map((y, t) => [t, y]),
       })),
       hlines: [{ y: 0, label: opts.centered && !opts.velocity ? 'train midpoint' : '', cls: 'zero' }],

@@ -15,8 +15,11 @@
     this.selected = null;
     this.haystack = index.prompts.map((p) => [p.id, p.prompt, p.response, p.system_prompt || '',
       ...Object.values(p.fields).map((v) => (v === null ? '' : v))].join('\n').toLowerCase());
-    this.root = TI.el('div', { class: 'picker' });
+    this.controls = TI.el('div', { class: 'filters' });
+    this.body = TI.el('div', {});
+    this.root = TI.el('div', { class: 'picker' }, this.controls, this.body);
     parent.append(this.root);
+    this.drawControls();
     this.draw();
   };
 
@@ -34,18 +37,13 @@
     return rows;
   };
 
-  TI.Picker.prototype.draw = function () {
-    const rows = this.matches();
-    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
-    this.page = Math.min(this.page, pages - 1);
-    const shown = rows.slice(this.page * PAGE, (this.page + 1) * PAGE);
+  // The search box and filters: drawn once (and on clear), so typing never loses focus.
+  TI.Picker.prototype.drawControls = function () {
     const search = TI.el('input', {
       type: 'search', class: 'search', placeholder: 'Search id, prompt, response, note…', value: this.query,
       'aria-label': 'Search prompts',
     });
-    search.addEventListener('input', () => {
-      this.query = search.value; this.page = 0; this.drawKeepingFocus('search');
-    });
+    search.addEventListener('input', () => { this.query = search.value; this.page = 0; this.draw(); });
     const filters = this.index.filters.map((f) => {
       const options = [['', `all (${this.index.n_prompts})`]].concat(
         f.values.map(([v, n]) => [v === null ? MISSING : v, `${v === null ? MISSING : v} (${n})`]));
@@ -53,9 +51,18 @@
         this.filters[f.name] = v; this.page = 0; this.draw();
       }, { 'data-filter': f.name });
     });
-    const clear = TI.el('button', { type: 'button', class: 'link', onclick: () => {
-      this.query = ''; this.filters = {}; this.page = 0; this.draw();
+    const clear = TI.el('button', { type: 'button', class: 'link clear', onclick: () => {
+      this.query = ''; this.filters = {}; this.page = 0; this.drawControls(); this.draw();
     } }, 'clear');
+    TI.fill(this.controls, search, ...filters, clear);
+  };
+
+  // The count, the pager and the current page of the list.
+  TI.Picker.prototype.draw = function () {
+    const rows = this.matches();
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+    this.page = Math.min(this.page, pages - 1);
+    const shown = rows.slice(this.page * PAGE, (this.page + 1) * PAGE);
     const from = rows.length ? this.page * PAGE + 1 : 0, to = this.page * PAGE + shown.length;
     const summary = TI.el('span', {
       class: 'summary', dataset: { filtered: rows.length, page: this.page + 1, pages },
@@ -75,16 +82,7 @@
       ...labels, TI.el('span', { class: 'preview' }, p.prompt.replace(/\s+/g, ' '))));
     }));
     const empty = rows.length ? null : TI.el('p', { class: 'note' }, 'No prompt matches; clear the search or a filter.');
-    TI.fill(this.root, 
-      TI.el('div', { class: 'filters' }, search, ...filters, clear),
-      TI.el('div', { class: 'pager-row' }, summary, pager),
-      list, empty);
-  };
-
-  TI.Picker.prototype.drawKeepingFocus = function (cls) {
-    this.draw();
-    const box = this.root.querySelector('.' + cls);
-    if (box) { box.focus(); box.setSelectionRange(box.value.length, box.value.length); }
+    TI.fill(this.body, TI.el('div', { class: 'pager-row' }, summary, pager), list, empty);
   };
 
   TI.Picker.prototype.select = function (row) {
