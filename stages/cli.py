@@ -32,7 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # keep secrets (API keys) out of tracebacks
-    help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage.",
+    help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage, "
+    "except serve (the dashboard).",
 )
 
 STAGES = {
