@@ -97,7 +97,7 @@ def prompt_index(
         {"name": name, "kind": "label" if name in labels else ("note" if name == "note" else "field"),
          "values": [[value, count] for value, count in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))]}
         for name, counts in fields.items()
-        if name in labels or name == "note" or 1 < len(counts) <= MAX_FILTER_VALUES
+        if name in labels or (name == "note" and set(counts) != {None}) or 1 < len(counts) <= MAX_FILTER_VALUES
     ]
     return {
         "n_prompts": len(prompts),

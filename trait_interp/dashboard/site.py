@@ -44,6 +44,7 @@ def write_site(out: Path, data: Mapping[str, Any]) -> None:
     if "index" not in data:
         raise ValueError("the site needs an 'index' data key")
     with atomic_dir(out) as tmp:
+        tmp.chmod(0o755)  # a temp dir is private (0700); the site is meant to be read, served or shared
         shutil.copytree(WEB, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".*"))
         for key, value in data.items():
             target = tmp / "data" / f"{key}.js"
@@ -66,5 +67,6 @@ def export_site(site: Path, dest: Path) -> Path:
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not is_site(dest))):
         raise ValueError(f"{dest}: exists and is not a dashboard export; choose a new or empty folder")
     with atomic_dir(dest) as tmp:
+        tmp.chmod(0o755)
         shutil.copytree(site, tmp, dirs_exist_ok=True, symlinks=False)
     return dest / "index.html"
