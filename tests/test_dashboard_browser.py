@@ -315,8 +315,8 @@ def test_static_export_opens_from_disk(driver, toy, tmp_path):
     assert css(driver, "svg.line-chart path.series")
 
 
-def test_the_pages_series_math_equals_the_library(driver, toy):
-    url, _ = toy
+def test_the_pages_series_math_equals_the_library(driver, big):
+    url, _ = big
     open_view(driver, url, "dynamics")
     rng = np.random.default_rng(0)
     for n, window in ((1, 1), (7, 3), (30, 5), (12, 20)):
