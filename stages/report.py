@@ -68,7 +68,7 @@ def main(
     inference_root: Annotated[
         Path, typer.Option(help="Folder holding <model>/<prompt set>/{responses.jsonl,projections.parquet}.")
     ],
-    analyses_root: Annotated[Path, typer.Option(help="The application model's analyses (labels/<name>.csv).")],
+    labels_root: Annotated[Path, typer.Option(help="Judge labels of the application model's responses (<name>.csv).")],
     out: Annotated[Path, typer.Option(help="Dashboard folder to write (replaced whole).")],
     model_diff: Annotated[
         Path | None, typer.Option(help="model_diff output folder (paired.csv, cosines.csv, clauses.jsonl).")
@@ -95,7 +95,7 @@ def main(
             key = f"sets/{len(sets)}"
             folder = inference_root / model / prompt_set
             labels = {
-                name: read_labels(analyses_root / "labels" / f"{name}.csv")
+                name: read_labels(labels_root / f"{name}.csv")
                 for name, labelled_set in labelled.items()
                 if labelled_set == prompt_set and model == p["application_model"]
             }

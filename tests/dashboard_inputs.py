@@ -39,7 +39,7 @@ class Synthetic:
     def args(self, out: Path) -> list[str]:
         r = self.root
         return ["report", "--extraction-root", str(r / "extraction"), "--steering-root", str(r / "steering"),
-                "--inference-root", str(r / "inference"), "--analyses-root", str(r / "analyses"),
+                "--inference-root", str(r / "inference"), "--labels-root", str(r / "analyses" / "labels"),
                 "--model-diff", str(r / "model_diff"), "--out", str(out), "--params", str(self.params)]
 
     @property
