@@ -1,5 +1,7 @@
 """Token-by-token projections (long form): one row per (prompt, token, layer, trait vector)."""
 
+from typing import Optional
+
 import pandera.pandas as pa
 from pandera.typing import Series
 
@@ -16,6 +18,10 @@ class Projections(pa.DataFrameModel):
     # float32: the precision of the activations they come from, at half the bytes of float64
     projection: Series[pa.Float32]  # h . v / ||v|| (massive dims removed from h and v when cleaning is on)
     token_norm: Series[pa.Float32] = pa.Field(ge=0)  # ||h|| (cleaned alike), so cosine = projection / token_norm
+    # the RAW projection's part on the calibrated massive dims (sum_d h[d] v[d] / ||v||) of each cleaning
+    # mode, so raw = projection + massive_<mode the table was cleaned with>; absent without a calibration
+    massive_recommended: Optional[Series[pa.Float32]] = pa.Field(nullable=True)
+    massive_top_k: Optional[Series[pa.Float32]] = pa.Field(nullable=True)
 
     class Config:
         strict = True

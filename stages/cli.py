@@ -21,6 +21,8 @@ from stages import (
     label_responses,
     model_diff,
     project,
+    report,
+    serve,
     steering_eval,
     trait_correlation,
     vet_responses,
@@ -30,7 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # keep secrets (API keys) out of tracebacks
-    help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage.",
+    help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage, "
+    "except serve (the dashboard).",
 )
 
 STAGES = {
@@ -53,10 +56,12 @@ STAGES = {
     "decompose": decompose,
     "model-diff": model_diff,
     "cross-evaluate": cross_evaluate,
+    "report": report,
 }
 
 for _name, _module in STAGES.items():
     app.command(name=_name)(_module.main)
+app.command(name="serve")(serve.main)  # not a stage: serves (or exports) what the report stage built
 
 
 def main() -> None:

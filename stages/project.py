@@ -37,7 +37,9 @@ def main(
     commitment: Annotated[Path, typer.Option(help="Per-trajectory mean and commitment point (.csv).")],
     metrics: Annotated[Path, typer.Option(help="Summary metrics (.json).")],
     calibration: Annotated[
-        Path | None, typer.Option(help="Massive-dims calibration (.json), needed when cleaning is on.")
+        Path | None,
+        typer.Option(help="Massive-dims calibration (.json): needed when cleaning is on; also gives each cleaning "
+                          "mode's part of the projection (columns massive_recommended, massive_top_k)."),
     ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -47,14 +49,19 @@ def main(
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
     check_site(settings.site)
     table = read_table(responses, InferenceResponses)
-    clean = None
-    if settings.clean_massive_dims != "none":
-        if calibration is None or not calibration.is_file():
-            raise UserInputError(f"{params}:monitoring.clean_massive_dims needs --calibration (run calibrate_massive_dims)")
+    clean, massive = None, None
+    if settings.clean_massive_dims != "none" and calibration is None:
+        raise UserInputError(f"{params}:monitoring.clean_massive_dims needs --calibration (run calibrate_massive_dims)")
+    if calibration is not None:
+        if not calibration.is_file():
+            raise UserInputError(f"{calibration}: file not found; run calibrate_massive_dims or leave out --calibration")
         try:
-            clean = clean_dims_for(Calibration.from_json(read_json(calibration)), settings.clean_massive_dims)
+            calibrated = Calibration.from_json(read_json(calibration))
         except (ValueError, KeyError, TypeError) as err:
             raise UserInputError(f"{calibration}: not a massive-dims calibration ({err}); re-run calibrate_massive_dims") from None
+        clean = clean_dims_for(calibrated, settings.clean_massive_dims)
+        # each mode's part of the raw projection, so the dashboard can switch cleaning on and off
+        massive = {mode: clean_dims_for(calibrated, mode) for mode in ("recommended", "top_k")}
 
     model = load_model(spec)
     n_layers = num_layers(model)
@@ -62,7 +69,8 @@ def main(
     sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     try:
-        result = project_sequences(model, sequences, vectors, pad_id, settings.batch_size, clean, progress=True)
+        result = project_sequences(model, sequences, vectors, pad_id, settings.batch_size, clean, progress=True,
+                                   massive_sets=massive)
     except ValueError as err:
         raise UserInputError(f"{vectors_root}: {err}") from None
     tokens = [list(a) + list(b) for a, b in zip(table["prompt_tokens"], table["response_tokens"])]

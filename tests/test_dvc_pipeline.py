@@ -87,7 +87,7 @@ ONCE = {"build_toy_lora", "generate_inference@toy-instruct-mixed_requests", "cal
 # everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
 PROJECTION_AND_AFTER = {"project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
-                        "decompose@refusal_x_optimism", "model_diff", "cross_evaluate"}
+                        "decompose@refusal_x_optimism", "model_diff", "cross_evaluate", "report"}
 
 
 def test_second_repro_runs_nothing(project):

@@ -256,6 +256,9 @@ def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
     clean = read_table(tmp_path / "projections.parquet", Projections).set_index(key).sort_index()
     assert (clean["token_norm"] <= raw["token_norm"] + 1e-4).all()  # removed dims can only shrink ||h||
     assert not (clean["projection"] == raw["projection"]).all()
+    # the uncleaned table carries each mode's massive-dim part: subtracting it gives the cleaned table
+    assert ((raw["projection"] - raw["massive_top_k"]) - clean["projection"]).abs().max() < 1e-3
+    assert ((clean["projection"] + clean["massive_top_k"]) - raw["projection"]).abs().max() < 1e-3
     assert json.loads((tmp_path / "metrics.json").read_text())["cleaned"] == "top_k"
     assert calibration["top_dims_by_layer"]["0"]  # the calibration file the stage read
     (tmp_path / "bad.json").write_text('{"model": "x"}')

@@ -167,6 +167,28 @@ def test_cleaning_removes_exactly_the_massive_components(any_model):
     torch.testing.assert_close(only_zero[0].scores[:, 3:], raw[0].scores[:, 3:])
 
 
+def test_massive_components_switch_cleaning_on_and_off(any_model):
+    """raw - massive[set] = projection cleaned of that set; cleaned + massive[set] = raw (batched, padded)."""
+    vectors = _vectors([0, 1])
+    sets = {"recommended": {0: [3, 17], 1: [3, 17]}, "top_k": {0: [5], 1: []}}
+    raw = project_sequences(any_model, SEQUENCES, vectors, pad_id=0, batch_size=2, massive_sets=sets)
+    for name, dims in sets.items():
+        clean = project_sequences(any_model, SEQUENCES, vectors, pad_id=0, batch_size=2, clean_dims=dims,
+                                  massive_sets=sets)
+        for r, c in zip(raw.sequences, clean.sequences):
+            torch.testing.assert_close(r.scores - r.massive[name], c.scores, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(c.scores + c.massive[name], r.scores, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(c.massive[name], r.massive[name])  # always from the raw h and v
+    assert raw[0].massive["recommended"].abs().max() > 1e-2  # not vacuous
+    assert (raw[0].massive["top_k"][:, 3:] == 0).all()  # layer 1 has no top_k dims: nothing to remove
+    tokens = [[f"t{i}" for i in range(len(seq.ids))] for seq in SEQUENCES]
+    table = to_long_rows(raw, ["p0", "p1", "p2"], SEQUENCES, tokens, vectors)
+    assert list(table.columns) == list(Projections.to_schema().columns)
+    Projections.validate(table)
+    row = table[(table.prompt_id == "p1") & (table.token_index == 3) & (table.trait == "evil") & (table.layer == 0)]
+    assert row.massive_recommended.item() == pytest.approx(float(raw[1].massive["recommended"][3, 1]))
+
+
 def test_width_mismatch_is_a_clear_error():
     model = tiny_model("llama")
     bad = TraitVector("evil", "probe", "residual", 1, torch.ones(HIDDEN + 1))
@@ -187,7 +209,8 @@ def test_long_rows_follow_the_schema(any_model):
     result = project_sequences(any_model, SEQUENCES, vectors, pad_id=0)
     tokens = [[f"t{i}" for i in range(len(seq.ids))] for seq in SEQUENCES]
     table = to_long_rows(result, ["p0", "p1", "p2"], SEQUENCES, tokens, vectors)
-    assert list(table.columns) == list(Projections.to_schema().columns)
+    optional = [name for name in Projections.to_schema().columns if name.startswith("massive_")]
+    assert list(table.columns) + optional == list(Projections.to_schema().columns)  # no massive sets asked for
     Projections.validate(table)
     assert len(table) == sum(len(s.ids) for s in SEQUENCES) * len(vectors)
     p1 = table[table.prompt_id == "p1"]

@@ -12,6 +12,11 @@ Massive-dim cleaning (``clean_dims``, reference §8.5) zeroes the given dims in 
 formula does: ``proj' = proj - sum_d h[d] v[d] / ||v||`` and ``||h'|| = sqrt(||h||^2 - sum_d h[d]^2)``.
 Both are computed directly by zeroing dims (no subtraction of large numbers).
 
+Massive-dim components (``massive_sets``, named dim sets such as ``recommended`` and ``top_k``):
+for each set, also ``sum_{d in set} h[d] v[d] / ||v||`` on the RAW ``h`` and ``v``, so a reader can
+clean (or un-clean) afterwards: raw projection = cleaned projection + the component of the dims
+that were cleaned. The dashboard uses them to switch cleaning on and off without activations.
+
 The forward pass stops after the deepest decoder block that holds a hooked site
 (``stop_after``): blocks above it, the final norm and the LM head would only cost time.
 """
@@ -19,7 +24,7 @@ The forward pass stops after the deepest decoder block that holds a hooked site
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -55,6 +60,8 @@ class SequenceProjection:
 
     scores: torch.Tensor  # [n_tokens, n_vectors] float32, columns in the order of the vectors given
     norms: dict[tuple[str, int], torch.Tensor]  # (site, normalised layer) -> [n_tokens] float32 ||h||
+    # massive-dim set name -> [n_tokens, n_vectors] float32: the raw projection's part on those dims
+    massive: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class _Group:
     columns: tuple[int, ...]  # indices into the vectors given
     unit: torch.Tensor  # [n, width] float32: v / ||v|| (cleaned dims zeroed, norm of the original v)
     keep: torch.Tensor | None  # [width] float32 0/1 mask of the dims kept, None = no cleaning
+    # massive-dim set name -> (dims [k] long, raw unit vectors on those dims [n, k]); k may be 0
+    massive: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class _StopForward(Exception):
@@ -113,13 +122,26 @@ def _width_error(vector: TraitVector, layer: int, width: int, expected: int) -> 
     )
 
 
+def _dims_by_layer(dims_by_layer: Mapping[int, Sequence[int]] | None, n_layers: int) -> dict[int, list[int]]:
+    return {
+        normalize_layer(int(layer), n_layers): sorted({int(d) for d in dims}) for layer, dims in (dims_by_layer or {}).items()
+    }
+
+
+def _check_dims(dims: list[int], layer: int, site: str, width: int) -> None:
+    if dims and (dims[0] < 0 or dims[-1] >= width):
+        raise ValueError(f"massive dims {dims} at layer {layer} are out of range for site '{site}' (width {width})")
+
+
 def _groups(
-    model: nn.Module, vectors: Sequence[TraitVector], clean_dims: Mapping[int, Sequence[int]] | None
+    model: nn.Module,
+    vectors: Sequence[TraitVector],
+    clean_dims: Mapping[int, Sequence[int]] | None,
+    massive_sets: Mapping[str, Mapping[int, Sequence[int]]] | None = None,
 ) -> tuple[list[_Group], tuple[int, ...]]:
     n_layers = num_layers(model)
-    clean = {
-        normalize_layer(int(layer), n_layers): sorted({int(d) for d in dims}) for layer, dims in (clean_dims or {}).items()
-    }
+    clean = _dims_by_layer(clean_dims, n_layers)
+    sets = {name: _dims_by_layer(dims, n_layers) for name, dims in (massive_sets or {}).items()}
     layers = tuple(normalize_layer(v.layer, n_layers) for v in vectors)
     by_key: dict[tuple[str, int], list[int]] = {}
     for column, (vector, layer) in enumerate(zip(vectors, layers)):
@@ -140,19 +162,23 @@ def _groups(
                 raise ValueError(f"vector for trait '{vectors[column].trait}' at {site} layer {layer} has norm {norm}")
             rows.append(v / norm)
         unit = torch.stack(rows)  # [n, width]
+        device = module_device(model, module)
+        massive = {}
+        for name, by_layer in sets.items():  # a layer without an entry has no massive dims in that set
+            dims = by_layer.get(layer, [])
+            _check_dims(dims, layer, site, width)
+            index = torch.tensor(dims, dtype=torch.long)
+            massive[name] = (index.to(device), unit[:, index].to(device))  # [k], [n, k]
         keep = None
         if clean.get(layer):
             dims = clean[layer]
-            if dims[0] < 0 or dims[-1] >= width:
-                raise ValueError(
-                    f"massive dims {dims} at layer {layer} are out of range for site '{site}' (width {width})"
-                )
+            _check_dims(dims, layer, site, width)
             keep = torch.ones(width)
             keep[dims] = 0.0
             unit = unit * keep  # zeroed dims, still divided by the ORIGINAL ||v||
-        device = module_device(model, module)
         groups.append(
-            _Group(site, layer, module, tuple(columns), unit.to(device), None if keep is None else keep.to(device))
+            _Group(site, layer, module, tuple(columns), unit.to(device), None if keep is None else keep.to(device),
+                   massive)
         )
     return groups, layers
 
@@ -166,16 +192,20 @@ def project_sequences(
     batch_size: int = 8,
     clean_dims: Mapping[int, Sequence[int]] | None = None,
     progress: bool = False,
+    massive_sets: Mapping[str, Mapping[int, Sequence[int]]] | None = None,
 ) -> ProjectionResult:
     """Scalar projection of every token's site output onto every vector, plus ``||h||`` per (site, layer).
 
     ``clean_dims`` maps a layer to the massive dims removed from ``h`` and ``v`` at that layer (for
-    every site hooked at it; calibrate on the same site). A vector whose width differs from its
-    site's width is a ``ValueError`` naming the trait, site, layer and both widths.
+    every site hooked at it; calibrate on the same site). ``massive_sets`` names dim sets (layer ->
+    dims) whose part of the RAW projection is returned too (``SequenceProjection.massive``). A
+    vector whose width differs from its site's width is a ``ValueError`` naming the trait, site,
+    layer and both widths.
     """
     if not vectors:
         raise ValueError("no vector to project on")
-    groups, layers = _groups(model, vectors, clean_dims)
+    groups, layers = _groups(model, vectors, clean_dims, massive_sets)
+    set_names = list(massive_sets or {})
     order = torch.tensor([c for g in groups for c in g.columns])  # group-major column -> vector index
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(len(order))  # vector index -> group-major column
@@ -190,6 +220,7 @@ def project_sequences(
         input_ids, attention_mask, position_ids = left_pad([list(s.ids) for s in batch], pad_id)
         scores: list[torch.Tensor | None] = [None] * len(groups)
         norms: list[torch.Tensor | None] = [None] * len(groups)
+        parts: dict[str, list[torch.Tensor | None]] = {name: [None] * len(groups) for name in set_names}
 
         def projector(index: int):
             group = groups[index]
@@ -199,6 +230,8 @@ def project_sequences(
                     column = group.columns[0]
                     raise _width_error(vectors[column], group.layer, group.unit.shape[1], hidden.shape[-1])
                 h = hidden.float()
+                for name, (dims, unit_on_dims) in group.massive.items():  # raw h on the set's dims
+                    parts[name][index] = (h[..., dims] @ unit_on_dims.T).to(device)  # [batch, seq, n]
                 if group.keep is not None:
                     h = h * group.keep
                 # stays on the device; one transfer per batch after the forward pass
@@ -221,12 +254,14 @@ def project_sequences(
             raise RuntimeError("a projection hook did not run during the forward pass")
         batch_scores = torch.cat(scores, dim=-1)[..., inverse].cpu()  # type: ignore[arg-type]  # [b, s, n_vectors]
         batch_norms = torch.stack(norms, dim=-1).cpu()  # type: ignore[arg-type]  # [b, s, n_groups]
+        batch_parts = {name: torch.cat(p, dim=-1)[..., inverse].cpu() for name, p in parts.items()}  # type: ignore[arg-type]
         width = input_ids.shape[1]
         for row, (index, seq) in enumerate(zip(rows, batch)):
             pad = width - len(seq.ids)
             results[index] = SequenceProjection(
                 scores=batch_scores[row, pad:].contiguous(),
                 norms={(g.site, g.layer): batch_norms[row, pad:, i].contiguous() for i, g in enumerate(groups)},
+                massive={name: part[row, pad:].contiguous() for name, part in batch_parts.items()},
             )
     done = tuple(r for r in results if r is not None)
     assert len(done) == len(sequences)
@@ -244,6 +279,7 @@ def to_long_rows(
 
     ``token_strings[i]`` has one string per id of ``sequences[i].ids`` (prompt then response).
     Rows are ordered by prompt, then vector, then token, so each trajectory is contiguous.
+    Each massive-dim set of the result adds a column ``massive_<name>``.
     """
     if not len(result) == len(prompt_ids) == len(sequences) == len(token_strings):
         raise ValueError(
@@ -271,6 +307,12 @@ def to_long_rows(
         np.stack([proj.norms[(v.site, layer)].numpy() for v, layer in zip(vectors, result.layers)]).reshape(-1)
         for proj in result.sequences
     ]
+    massive = {
+        f"massive_{name}": np.concatenate(
+            [proj.massive[name].numpy().T.reshape(-1) for proj in result.sequences] or [np.empty(0)]
+        ).astype(np.float32)
+        for name in (result.sequences[0].massive if result.sequences else {})
+    }
     return pd.DataFrame(
         {
             "prompt_id": _strings([str(pid) for pid in prompt_ids], seq_code),
@@ -283,6 +325,7 @@ def to_long_rows(
             "site": _strings([v.site for v in vectors], vector_code),
             "projection": np.concatenate(scores or [np.empty(0)]).astype(np.float32),
             "token_norm": np.concatenate(norms or [np.empty(0)]).astype(np.float32),
+            **massive,
         }
     )
 

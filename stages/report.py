@@ -1,0 +1,125 @@
+"""Stage report: the dashboard's data and pages, built from the pipeline's tables (no activations read)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
+from schemas.evaluation import VectorEvaluation
+from schemas.inference import InferenceResponses
+from schemas.projections import Projections
+from schemas.steering import SteeringResponses
+from stages._common import ParamsOption, stage_params, user_errors
+from stages.compare_groups import read_labels
+from trait_interp.dashboard.extraction import extraction_data, midpoints
+from trait_interp.dashboard.model_diff import model_diff_data
+from trait_interp.dashboard.monitoring import cleaning_info, prompt_index, series_of, token_files
+from trait_interp.dashboard.site import write_site
+from trait_interp.dashboard.steering import steering_data
+from trait_interp.errors import UserInputError
+from trait_interp.io import read_json
+from trait_interp.tables import read_table
+
+PARAMS = (
+    "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
+    "monitoring.clean_massive_dims", "analyses.judge_labels",
+)
+CLEAN_MODES = ("none", "recommended", "top_k")
+
+
+def judge_labels(value: Any, params: Path) -> dict[str, str]:
+    """``analyses.judge_labels`` -> {label name: prompt set it labels}."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) and "prompt_set" in v for v in value.values()):
+        raise UserInputError(f"{params}:analyses.judge_labels: expected name -> {{prompt_set, trait, threshold}}")
+    return {str(name): str(item["prompt_set"]) for name, item in value.items()}
+
+
+def prompt_set_pages(
+    key: str, model: str, responses_file: Path, projections_file: Path, calibration_file: Path,
+    labels: dict[str, dict[str, str]], traits: list[str], centers: dict[tuple[str, str, str, int], float],
+    cleaned_with: str,
+) -> dict[str, Any]:
+    """The picker index (``<key>/prompts``) and one token file per prompt (``<key>/p<row>``)."""
+    responses = read_table(responses_file, InferenceResponses)
+    projections = read_table(projections_file, Projections)
+    calibration = read_json(calibration_file) if calibration_file.is_file() else None
+    series = series_of(projections, traits)
+    cleaning = cleaning_info(projections, cleaned_with, calibration)
+    if cleaned_with != "none" and cleaned_with not in cleaning["available"]:
+        raise UserInputError(f"{projections_file}: written without massive_{cleaned_with}; re-run the project stage")
+    pages: dict[str, Any] = {
+        f"{key}/prompts": {"model": model, **prompt_index(responses, labels, series, centers, cleaning, key)}
+    }
+    for row, tokens in enumerate(token_files(responses, projections, series, cleaned_with, str(projections_file))):
+        pages[f"{key}/p{row}"] = tokens
+    return pages
+
+
+@user_errors
+def main(
+    extraction_root: Annotated[Path, typer.Option(help="Folder holding <trait>/evaluation.csv for every trait.")],
+    steering_root: Annotated[Path, typer.Option(help="Folder holding <trait>/responses.jsonl and best.json.")],
+    inference_root: Annotated[
+        Path, typer.Option(help="Folder holding <model>/<prompt set>/{responses.jsonl,projections.parquet}.")
+    ],
+    labels_root: Annotated[Path, typer.Option(help="Judge labels of the application model's responses (<name>.csv).")],
+    out: Annotated[Path, typer.Option(help="Dashboard folder to write (replaced whole).")],
+    model_diff: Annotated[
+        Path | None, typer.Option(help="model_diff output folder (paired.csv, cosines.csv, clauses.jsonl).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Compact per-view data (data/*.js) plus the static pages; open index.html or run `trait-interp serve`."""
+    p = stage_params(params, PARAMS)
+    traits, cleaned_with = [str(t) for t in p["traits"]], p["monitoring.clean_massive_dims"]
+    if cleaned_with not in CLEAN_MODES:
+        raise UserInputError(f"{params}:monitoring.clean_massive_dims: {cleaned_with!r} is not one of {CLEAN_MODES}")
+    labelled = judge_labels(p["analyses.judge_labels"], params)
+    data: dict[str, Any] = {}
+    centers: dict[tuple[str, str, str, int], float] = {}
+    for i, trait in enumerate(traits):
+        evaluation = read_table(extraction_root / trait / "evaluation.csv", VectorEvaluation)
+        centers.update({(trait, *where): value for where, value in midpoints(evaluation).items()})
+        data[f"extraction/{i}"] = extraction_data(trait, evaluation)
+        steered = read_table(steering_root / trait / "responses.jsonl", SteeringResponses)
+        data[f"steering/{i}"] = steering_data(trait, steered, read_json(steering_root / trait / "best.json"))
+    sets = []
+    for model in p["monitor_models"]:
+        for prompt_set in p["prompt_sets"]:
+            key = f"sets/{len(sets)}"
+            folder = inference_root / model / prompt_set
+            labels = {
+                name: read_labels(labels_root / f"{name}.csv")
+                for name, labelled_set in labelled.items()
+                if labelled_set == prompt_set and model == p["application_model"]
+            }
+            pages = prompt_set_pages(key, model, folder / "responses.jsonl", folder / "projections.parquet",
+                                     inference_root / model / "massive_dims.json", labels, traits, centers, cleaned_with)
+            data.update(pages)
+            sets.append({"key": key, "model": model, "prompt_set": prompt_set,
+                         "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
+    diff = None
+    if model_diff is not None:
+        data["model_diff"] = model_diff_data(
+            p["application_model"], p["diff_model"], read_table(model_diff / "paired.csv", ModelDiff),
+            read_table(model_diff / "cosines.csv", DiffCosine), read_table(model_diff / "clauses.jsonl", ClauseDiff),
+        )
+        diff = {"key": "model_diff", "a": p["application_model"], "b": p["diff_model"]}
+    data["index"] = {
+        "experiment": p["experiment"],
+        "traits": traits,
+        "extraction": [{"trait": t, "key": f"extraction/{i}"} for i, t in enumerate(traits)],
+        "steering": [{"trait": t, "key": f"steering/{i}"} for i, t in enumerate(traits)],
+        "sets": sets,
+        "model_diff": diff,
+    }
+    write_site(out, data)
+    n_prompts = sum(s["n_prompts"] for s in sets)
+    typer.echo(f"dashboard: {len(traits)} traits, {len(sets)} prompt sets ({n_prompts} responses) -> {out}")
+

@@ -1,0 +1,173 @@
+"""A synthetic experiment for the report stage: every table it reads, written through the schemas.
+
+Big enough to page through (120 prompts by default), with notes, an extra category field, a judge
+label with some prompts unlabelled, one very long multi-line prompt and one unique search word.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
+from schemas.evaluation import VectorEvaluation
+from schemas.inference import InferenceResponses
+from schemas.projections import Projections
+from schemas.steering import SteeringResponses
+from trait_interp.tables import write_table
+
+TRAITS = ("behavior/refusal", "tone/formality")
+MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"
+NOTES = ("roleplay", "fiction", "translation", "authority")
+LONG_ROW = 7  # this prompt is long and multi-line: shown in full, never cut
+NEEDLE_ROW = 37  # the only prompt with the word "zanzibar"
+N_LAYERS = 4
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    root: Path
+    params: Path
+    n_prompts: int
+    layers: tuple[int, ...]
+
+    def args(self, out: Path) -> list[str]:
+        r = self.root
+        return ["report", "--extraction-root", str(r / "extraction"), "--steering-root", str(r / "steering"),
+                "--inference-root", str(r / "inference"), "--labels-root", str(r / "analyses" / "labels"),
+                "--model-diff", str(r / "model_diff"), "--out", str(out), "--params", str(self.params)]
+
+    @property
+    def responses(self) -> Path:
+        return self.root / "inference" / MODEL / PROMPT_SET / "responses.jsonl"
+
+    @property
+    def projections(self) -> Path:
+        return self.root / "inference" / MODEL / PROMPT_SET / "projections.parquet"
+
+
+def label_of(row: int) -> str | None:
+    """The judge verdict of prompt row ``row``; every tenth prompt is unscored (no label)."""
+    return None if row % 10 == 9 else ("yes" if row % 3 == 0 else "no")
+
+
+def prompt_text(row: int) -> str:
+    if row == LONG_ROW:
+        return "\n".join(f"Line {k} of a long jailbreak preamble that must be shown in full." for k in range(60)) + "\nEND-OF-PROMPT"
+    word = " zanzibar" if row == NEEDLE_ROW else ""
+    return f"Synthetic request number {row + 1}{word}: please explain something about topic {row % 7}."
+
+
+def raw_value(row: int, trait: int, layer: int, t: int) -> float:
+    return round(3 * math.sin(0.7 * t + row + 2 * trait) + layer - trait, 4)
+
+
+def massive_value(mode: str, row: int, trait: int, t: int) -> float:
+    return round((0.5 if mode == "recommended" else 1.5) * math.cos(0.3 * t + row + trait), 4)
+
+
+def synthetic_experiment(
+    root: Path, n_prompts: int = 120, layers: tuple[int, ...] = (1, 2), cleaned: str = "none"
+) -> Synthetic:
+    root.mkdir(parents=True, exist_ok=True)
+    params = {
+        "experiment": "synthetic", "traits": list(TRAITS), "application_model": MODEL, "monitor_models": [MODEL],
+        "prompt_sets": [PROMPT_SET], "diff_model": DIFF_MODEL, "monitoring": {"clean_massive_dims": cleaned},
+        "analyses": {"judge_labels": {"refused": {"prompt_set": PROMPT_SET, "trait": TRAITS[0], "threshold": 50}}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for i, trait in enumerate(TRAITS):
+        _extraction(root / "extraction" / trait, trait, i)
+        _steering(root / "steering" / trait, trait, i)
+    _monitoring(root, n_prompts, layers, cleaned)
+    _model_diff(root / "model_diff", layers)
+    return Synthetic(root, root / "params.yaml", n_prompts, layers)
+
+
+def _extraction(folder: Path, trait: str, index: int) -> None:
+    rows = [
+        {"trait": trait, "site": site, "method": method, "layer": layer,
+         "train_accuracy": 0.8, "val_accuracy": round(0.5 + 0.1 * ((layer + m + index) % 5), 3),
+         "cohens_d": round((layer - 1.5) * (1 if m % 2 else -1) + 0.1 * index, 3), "polarity_correct": layer != 0,
+         "p_value": 0.05, "threshold": round(0.25 * layer - index, 3), "n_val_positive": 6, "n_val_negative": 6}
+        for site in ("residual", "attn_out")
+        for m, method in enumerate(("mean_diff", "probe", "random_baseline"))
+        for layer in range(N_LAYERS)
+    ]
+    write_table(pd.DataFrame(rows), VectorEvaluation, folder / "evaluation.csv")
+
+
+def _steering(folder: Path, trait: str, index: int) -> None:
+    questions = [f"Question {q} about {trait}?" for q in range(4)]
+    configs = [("baseline", 0, 0.0), ("search", 0, 10.0), ("search", 1, 13.0), ("search", 2, 8.5)]
+    rows = [
+        {"trait": trait, "kind": kind, "step": step, "layers": "2", "method": "probe", "site": "residual",
+         "coefficient": coef, "ratio": coef / 20, "question_index": q, "question": text,
+         "response": f"Answer to {q} at {coef}", "response_ids": [1, 2, 3],
+         "trait_score": None if (q == 3 and step == 1) else 20 + 3 * coef + q, "coherence": 90 - 2 * coef - q}
+        for kind, step, coef in configs
+        for q, text in enumerate(questions)
+    ]
+    write_table(pd.DataFrame(rows), SteeringResponses, folder / "responses.jsonl")
+    best = {"trait": trait, "layers": [2], "method": "probe", "site": "residual", "positions": "all",
+            "direction": "positive", "coefficient": 10.0, "ratio": 0.5, "trait_mean": 51.5, "coherence_mean": 68.5,
+            "baseline_trait_mean": 21.5, "baseline_coherence_mean": 88.5, "delta": 30.0, "valid": False,
+            "min_coherence": 70.0}
+    (folder / "best.json").write_text(json.dumps(best))
+
+
+def _monitoring(root: Path, n_prompts: int, layers: tuple[int, ...], cleaned: str) -> None:
+    folder = root / "inference" / MODEL / PROMPT_SET
+    responses, projections = [], []
+    for row in range(n_prompts):
+        prompt_tokens = ["<bos>", "Q", str(row)]
+        response_tokens = [f" w{t}" for t in range(3 + row % 7)] + (["\n", "<eos>"] if row % 4 == 0 else [])
+        responses.append({
+            "prompt_set": PROMPT_SET, "prompt_id": str(row + 1), "prompt": prompt_text(row), "system_prompt": None,
+            "note": NOTES[row % len(NOTES)], "extra": json.dumps({"category": f"cat{row % 5}", "source": "synthetic"}),
+            "model": MODEL, "source": "synthetic", "chat": True,
+            "prompt_ids": list(range(1, 1 + len(prompt_tokens))), "response_ids": list(range(10, 10 + len(response_tokens))),
+            "prompt_tokens": prompt_tokens, "response_tokens": response_tokens, "prompt_end": len(prompt_tokens),
+            "response": "".join(response_tokens),
+        })
+        tokens = prompt_tokens + response_tokens
+        for i, trait in enumerate(TRAITS):
+            for layer in layers:
+                for t, token in enumerate(tokens):
+                    raw = raw_value(row, i, layer, t)
+                    massive = {mode: massive_value(mode, row, i, t) for mode in ("recommended", "top_k")}
+                    projections.append({
+                        "prompt_id": str(row + 1), "frame": "prompt" if t < len(prompt_tokens) else "response",
+                        "token_index": t, "token": token, "layer": layer, "trait": trait, "method": "probe",
+                        "site": "residual", "projection": raw - (massive[cleaned] if cleaned != "none" else 0.0),
+                        "token_norm": 10.0, "massive_recommended": massive["recommended"], "massive_top_k": massive["top_k"],
+                    })
+    write_table(pd.DataFrame(responses), InferenceResponses, folder / "responses.jsonl")
+    write_table(pd.DataFrame(projections), Projections, folder / "projections.parquet")
+    calibration = {"model": MODEL, "recommended": [1], "top_dims_by_layer": {str(k): [1, 2 + k] for k in range(N_LAYERS)}}
+    (root / "inference" / MODEL / "massive_dims.json").write_text(json.dumps(calibration))
+    labels = [{"prompt_id": str(row + 1), "label": label_of(row), "score": 50.0} for row in range(n_prompts)
+              if label_of(row) is not None]
+    (root / "analyses" / "labels").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(labels).to_csv(root / "analyses" / "labels" / "refused.csv", index=False)
+
+
+def _model_diff(folder: Path, layers: tuple[int, ...]) -> None:
+    paired = [{"trait": trait, "method": "probe", "site": "residual", "layer": layer, "n_prompts": 10, "mean_a": 1.0,
+               "mean_b": 1.0 + i + layer, "std_a": 1.0, "std_b": 1.0, "mean_diff": i + layer, "paired_d": 0.5 * (i + layer),
+               "cohens_d": 0.4 * (i + layer), "p_value": 0.01}
+              for i, trait in enumerate(TRAITS) for layer in layers]
+    cosines = [{"trait": trait, "layer": layer, "cosine": round(0.1 * (layer - i), 3), "method": "probe", "site": "residual"}
+               for i, trait in enumerate(TRAITS) for layer in range(N_LAYERS)]
+    clauses = [{"prompt_id": str(p), "trait": trait, "method": "probe", "site": "residual", "layer": layer,
+                "clause_rank": 1, "text": f"clause of prompt {p}", "start": 0, "end": 3, "n_tokens": 3,
+                "mean_delta": round((p - 10) * 0.3, 3), "max_delta": 5.0}
+               for trait in TRAITS for layer in layers for p in range(1, 31)]
+    write_table(pd.DataFrame(paired), ModelDiff, folder / "paired.csv")
+    write_table(pd.DataFrame(cosines), DiffCosine, folder / "cosines.csv")
+    write_table(pd.DataFrame(clauses), ClauseDiff, folder / "clauses.jsonl")

@@ -1,0 +1,139 @@
+// Trait dynamics view: pick a prompt; its response with every token shaded by one trait's projection,
+// and line charts of several traits across the response tokens (layer, smoothing, centring, cleaning, velocity).
+(function (TI) {
+  'use strict';
+  TI.views = TI.views || [];
+  const state = { set: 0, row: null, layer: null, shade: null, window: 1, centered: true, clean: 'none', velocity: false, hidden: {} };
+  let picker = null;  // kept across control changes so the page and filters stay put
+
+  // The series math, pure (the browser test compares it with trait_interp.dynamics).
+  TI.dynamics = {
+    // Trailing moving average: s[t] = mean(x[max(0, t-w+1) .. t]), like trait_interp.dynamics.smooth.
+    smooth(x, window) {
+      const w = Math.max(1, Math.floor(window));
+      const out = [];
+      let sum = 0;
+      for (let t = 0; t < x.length; t++) {
+        sum += x[t];
+        if (t >= w) sum -= x[t - w];
+        out.push(sum / Math.min(t + 1, w));
+      }
+      return out;
+    },
+    // v[t] = x[t+1] - x[t]; null at the last token.
+    velocity(x) {
+      return x.map((v, t) => (t + 1 < x.length ? x[t + 1] - v : null));
+    },
+    // Projection after cleaning (raw minus the mode's massive-dim part) and centring (minus the midpoint).
+    values(file, column, series, opts) {
+      const raw = file.values[column];
+      const massive = opts.clean !== 'none' && file.massive[opts.clean] ? file.massive[opts.clean][column] : null;
+      const center = opts.centered && series.midpoint !== null ? series.midpoint : 0;
+      return raw.map((v, t) => v - (massive ? massive[t] : 0) - center);
+    },
+    // What a chart line shows: values, smoothed, then (optionally) their velocity.
+    display(file, column, series, opts) {
+      const smoothed = TI.dynamics.smooth(TI.dynamics.values(file, column, series, opts), opts.window);
+      return opts.velocity ? TI.dynamics.velocity(smoothed) : smoothed;
+    },
+  };
+
+  function columnsAt(data, layer) {
+    return data.series.map((s, i) => [i, s]).filter(([, s]) => s.layer === layer);
+  }
+
+  function controls(index, data) {
+    const layers = [...new Set(data.series.map((s) => s.layer))].sort((a, b) => a - b);
+    const atLayer = columnsAt(data, state.layer);
+    const anyMidpoint = data.series.some((s) => s.midpoint !== null);
+    const modes = [['none', 'none']].concat(data.cleaning.available.map((m) => [m, m === 'top_k' ? "each layer's top-k dims" : 'recommended dims']));
+    const windowBox = TI.el('input', { type: 'number', min: 1, max: 50, value: state.window, class: 'window', 'aria-label': 'smoothing window' });
+    windowBox.addEventListener('change', () => { state.window = Math.max(1, Number(windowBox.value) || 1); drawDetail(); });
+    const traitBoxes = atLayer.map(([i, s]) => TI.checkbox(s.trait, !state.hidden[s.trait], (on) => {
+      state.hidden[s.trait] = !on; drawDetail();
+    }, { 'data-trait': s.trait }));
+    return TI.el('div', { class: 'controls' },
+      TI.select('prompt set', index.sets.map((s, i) => [i, `${s.model} / ${s.prompt_set} (${s.n_prompts})`]), state.set, (v) => {
+        state.set = Number(v); state.row = null; picker = null; TI.show('dynamics');
+      }, { class: 'set' }),
+      TI.select('layer', layers, state.layer, (v) => { state.layer = Number(v); TI.show('dynamics'); }, { class: 'layer' }),
+      TI.select('shade tokens by', atLayer.map(([, s]) => s.trait), state.shade, (v) => { state.shade = v; drawDetail(); }, { class: 'shade' }),
+      TI.el('label', { class: 'control' }, TI.el('span', {}, 'smoothing window'), windowBox),
+      TI.checkbox('centered (minus train midpoint)', state.centered && anyMidpoint, (on) => { state.centered = on; drawDetail(); },
+        { class: 'centered', disabled: !anyMidpoint }),
+      TI.select('massive-dim cleaning', modes, state.clean, (v) => { state.clean = v; drawDetail(); }, { class: 'clean', disabled: modes.length === 1 }),
+      TI.checkbox('velocity', state.velocity, (on) => { state.velocity = on; drawDetail(); }, { class: 'velocity' }),
+      TI.el('div', { class: 'trait-boxes' }, TI.el('span', {}, 'traits in the chart: '), traitBoxes));
+  }
+
+  let current = null;  // {main, index, data, detail}
+
+  async function drawDetail() {
+    if (!current || state.row === null) return;
+    const { data, detail } = current;
+    const prompt = data.prompts[state.row];
+    const file = await TI.load(prompt.file);
+    if (current.data !== data || data.prompts[state.row] !== prompt) return;  // the user moved on meanwhile
+    const opts = { window: state.window, centered: state.centered, clean: state.clean, velocity: state.velocity };
+    const atLayer = columnsAt(data, state.layer);
+    const shaded = atLayer.find(([, s]) => s.trait === state.shade) || atLayer[0];
+    const shadeValues = shaded ? TI.dynamics.smooth(TI.dynamics.values(file, shaded[0], shaded[1], opts), opts.window) : [];
+    const maxAbs = Math.max(1e-9, ...shadeValues.map(Math.abs));
+    const tokens = TI.el('div', { class: 'tokens', dataset: { count: file.tokens.length } }, file.tokens.map((text, t) => {
+      const span = TI.el('span', { class: 'tok', title: `token ${t}: ${shaded ? TI.fmt(shadeValues[t], 3) : ''}` }, text);
+      if (shaded) span.style.backgroundColor = TI.diverging(shadeValues[t], maxAbs);
+      return span;
+    }));
+    const fields = Object.entries(prompt.fields).filter(([, v]) => v !== null).map(([k, v]) => TI.el('span', { class: 'chip' }, `${k}: ${v}`));
+    const chart = TI.el('div', { class: 'charts' });
+    const visible = atLayer.filter(([, s]) => !state.hidden[s.trait]);
+    const traits = [...new Set(data.series.map((s) => s.trait))];
+    TI.lineChart(chart, {
+      title: `${opts.velocity ? 'Velocity' : 'Projection'} at layer ${state.layer}` + (opts.centered ? ', centered' : '')
+        + (opts.clean !== 'none' ? `, cleaned (${opts.clean})` : '') + (opts.window > 1 ? `, window ${opts.window}` : ''),
+      xLabel: 'response token', yLabel: opts.velocity ? 'Δ projection per token' : 'projection (h·v/‖v‖)', integerX: true,
+      width: Math.min(1200, Math.max(760, 16 * file.tokens.length)), height: 320, legend: true,
+      series: visible.map(([i, s]) => ({
+        name: s.trait, color: TI.palette[traits.indexOf(s.trait) % TI.palette.length],  // one colour per trait, any layer
+        points: TI.dynamics.display(file, i, s, opts).map((y, t) => [t, y]),
+      })),
+      hlines: [{ y: 0, label: opts.centered && !opts.velocity ? 'train midpoint' : '', cls: 'zero' }],
+    });
+    const scale = shaded ? TI.el('p', { class: 'note scale' }, 'Shading: ', shaded[1].trait, ' ',
+      TI.el('span', { class: 'swatch neg' }), ` −${TI.fmt(maxAbs, 2)}  `, TI.el('span', { class: 'swatch zero' }), ' 0  ',
+      TI.el('span', { class: 'swatch pos' }), ` +${TI.fmt(maxAbs, 2)}` + (opts.centered ? ' (relative to the train midpoint)' : '')) : null;
+    TI.fill(detail, 
+      TI.el('h2', {}, `Prompt #${prompt.id}`, ' ', ...fields),
+      prompt.system_prompt ? TI.el('div', { class: 'block' }, TI.el('h3', {}, 'System prompt'), TI.el('div', { class: 'full-text' }, prompt.system_prompt)) : null,
+      TI.el('div', { class: 'block' }, TI.el('h3', {}, 'Prompt'), TI.el('div', { class: 'full-text prompt-text' }, prompt.prompt)),
+      TI.el('div', { class: 'block' }, TI.el('h3', {}, `Response (${file.tokens.length} tokens)`),
+        file.tokens.length ? tokens : TI.el('p', { class: 'note' }, '(empty response)'), scale),
+      TI.el('div', { class: 'block' }, TI.el('h3', {}, 'Traits across the response'), chart));
+    detail.dataset.prompt = prompt.id;
+    TI.rendered(current.main, 'dynamics');
+  }
+
+  async function render(main, index) {
+    if (!index.sets.length) {
+      TI.fill(main, TI.el('p', { class: 'note' }, 'No prompt set was monitored (prompt_sets in params.yaml).'));
+      return;
+    }
+    const set = index.sets[state.set] || index.sets[0];
+    const data = await TI.load(set.key + '/prompts');
+    const layers = [...new Set(data.series.map((s) => s.layer))];
+    if (!layers.includes(state.layer)) state.layer = layers[0];
+    const traits = columnsAt(data, state.layer).map(([, s]) => s.trait);
+    if (!traits.includes(state.shade)) state.shade = traits[0];
+    if (!data.cleaning.available.includes(state.clean)) state.clean = 'none';
+    const detail = TI.el('section', { class: 'card detail' }, TI.el('p', { class: 'note' }, 'Pick a prompt above to see its tokens.'));
+    const pickerBox = TI.el('section', { class: 'card' }, TI.el('h2', {}, `Prompts: ${set.model} / ${set.prompt_set}`));
+    TI.fill(main, controls(index, data), pickerBox, detail);
+    current = { main, index, data, detail };
+    if (picker && picker.index === data) pickerBox.append(picker.root);
+    else picker = new TI.Picker(pickerBox, data, (row) => { state.row = row; drawDetail(); });
+    if (state.row !== null) await drawDetail();
+    else TI.rendered(main, 'dynamics');
+  }
+
+  TI.views.push({ id: 'dynamics', title: 'Trait dynamics', available: (index) => index.sets.length > 0, render });
+})(window.TI);
