@@ -5,7 +5,7 @@ from pandera.typing import Series
 
 from schemas.responses import is_token_id_list
 
-KINDS = ["baseline", "search", "grid"]
+KINDS = ["baseline", "search", "grid", "sweep"]  # sweep: steering.sweep_ratios, never the best
 
 
 class SteeringResponses(pa.DataFrameModel):

@@ -31,13 +31,16 @@ def main(
     judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
     out: Annotated[Path, typer.Option(help="Labels to write (.csv: prompt_id, label, score).")],
     metrics: Annotated[Path, typer.Option(help="Metrics (.json): yes/no counts, unscored, judge calls.")],
+    lexicon: Annotated[
+        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Judge each (prompt, response) on the trait; label yes/no by threshold (unscored responses get no label)."""
     settings = from_mapping(JudgeSettings, stage_params(params, PARAMS)["judge"], f"{params}:judge")
     table = read_table(responses, InferenceResponses)
     rubric = read_definition(definition, trait)
-    with open_judge(settings, judge_cache, f"{params}:judge") as judge:
+    with open_judge(settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
         scored = trait_scores(judge, trait_display_name(trait), rubric, list(table["prompt"]), list(table["response"]))
         stats = judge_summary(judge, settings)
     scores = dict(zip(table["prompt_id"], scored))

@@ -23,7 +23,13 @@ from trait_interp.judge.templates import custom_eval_template
 from trait_interp.models import load_model, load_tokenizer
 from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
 from trait_interp.sites import check_site, num_layers
-from trait_interp.steering_eval import Decoder, SteeringSettings, evaluate_steering, resolve_steering_layers
+from trait_interp.steering_eval import (
+    Decoder,
+    SteeringSettings,
+    evaluate_steering,
+    resolve_steering_layers,
+    rises_with_coefficient,
+)
 from trait_interp.tables import read_table, write_table
 from trait_interp.vectors import load_vectors
 
@@ -39,6 +45,22 @@ def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:
     return int(rows.loc[best_index(rows), "layer"])
 
 
+def sweep_metrics(sweep: list[dict], direction: str) -> dict[str, object]:
+    """``sweep``: trait and coherence per ratio (``+0.5`` ...), and whether the trait follows the coefficient.
+
+    ``sweep_monotonic`` is true when the trait score rises with the coefficient all the way through
+    the sweep (falls, for a trait whose steering direction is negative). Empty without a sweep.
+    """
+    if not sweep:
+        return {}
+    ordered = sweep if direction != "negative" else list(reversed(sweep))
+    return {
+        "sweep": {f"{row['ratio']:+g}": {"trait": rounded(row["trait_mean"], 3),
+                                         "coherence": rounded(row["coherence_mean"], 3)} for row in sweep},
+        "sweep_monotonic": rises_with_coefficient(ordered),
+    }
+
+
 @user_errors
 def main(
     trait: Annotated[str, typer.Option(help="Trait name, category/trait.")],
@@ -51,6 +73,9 @@ def main(
     best: Annotated[Path, typer.Option(help="Best (layers, method, coefficient) to write (.json).")],
     metrics: Annotated[Path, typer.Option(help="Summary metrics to write (.json).")],
     plot: Annotated[Path, typer.Option(help="Trait score and coherence per coefficient (.csv).")],
+    lexicon: Annotated[
+        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Steer the application model along the trait vector; the judge scores trait and coherence."""
@@ -69,7 +94,8 @@ def main(
         except ValueError as err:
             raise UserInputError(f"{questions}: eval_prompt: {err}") from None
 
-    with open_judge(judge_settings, judge_cache, f"{params}:judge") as judge:  # key checked before any model loads
+    # the judge first: an openai key is checked before any model loads
+    with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
         tokenizer = load_tokenizer(spec)
         model = load_model(spec)
         layers = resolve_steering_layers(
@@ -113,6 +139,7 @@ def main(
             "best_coefficient": rounded(chosen["coefficient"], 3),
             "best_ratio": rounded(chosen["ratio"], 3),
             "valid": chosen["valid"],
+            **sweep_metrics(outcome.sweep, steering_set.direction),
             "judge": stats,
         },
     )

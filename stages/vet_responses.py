@@ -32,6 +32,9 @@ def main(
     judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
     out: Annotated[Path, typer.Option(help="Vetting table to write (.jsonl): score, passed, kept per response.")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: pass counts and judge calls.")],
+    lexicon: Annotated[
+        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Score positive and negative responses with the judge; keep pairs whose both sides pass."""
@@ -44,7 +47,7 @@ def main(
     text = read_definition(definition, trait)
 
     if settings.enabled:
-        with open_judge(judge_settings, judge_cache, f"{params}:judge") as judge:
+        with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
             scores = vet_scores(judge, trait_display_name(trait), text, list(table["response"]), settings.response_words)
             stats = judge_summary(judge, judge_settings)
     else:

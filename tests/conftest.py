@@ -22,6 +22,12 @@ from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "datasets" / "toy" / "tokenizer_corpus.txt"
+TINY_TRAINING = {
+    "examples_per_side": 20,
+    "base": {"steps": 12, "batch_size": 8, "lr": 0.003},
+    "chat": {"steps": 6, "batch_size": 8, "lr": 0.0015},
+}
+"""``toy_models`` overrides for tests that need toy models but not trained ones: seconds, not minutes."""
 
 _COMMON = dict(
     vocab_size=96,

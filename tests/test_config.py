@@ -288,7 +288,7 @@ def test_real_params_sections_parse(real_params: dict) -> None:
     from trait_interp.generation import GenerationSettings
     from trait_interp.methods import MethodSettings
     from trait_interp.positions import parse_position, resolve_max_new_tokens
-    from trait_interp.toy import ToyModelSettings
+    from trait_interp.toy import ToyModelSettings, ToyTrainingSettings
 
     raw = real_params["extraction"]
     extraction = from_mapping(ExtractionSettings, raw, "params.yaml:extraction")
@@ -309,8 +309,10 @@ def test_real_params_sections_parse(real_params: dict) -> None:
     assert vectors.methods == tuple(real_params["vectors"]["methods"])
     assert vectors.settings == MethodSettings(**real_params["vectors"]["settings"])
 
-    toy = from_mapping(ToyModelSettings, real_params["toy_models"], "params.yaml:toy_models")
-    assert toy == ToyModelSettings(**real_params["toy_models"])
+    raw_toy = real_params["toy_models"]
+    toy = from_mapping(ToyModelSettings, raw_toy, "params.yaml:toy_models")
+    phases = {phase: ToyTrainingSettings(**raw_toy[phase]) for phase in ("base", "chat")}
+    assert toy == ToyModelSettings(**{**raw_toy, **phases})
 
 
 def test_real_params_models_parse(real_params: dict) -> None:

@@ -129,6 +129,12 @@ def test_metrics_show_lists_every_trait(project):
     shown = _run(["dvc", "metrics", "show", "--json"], project)
     for trait in ("behavior/refusal", "tone/formality"):
         assert f"metrics/extraction/{trait}.json" in shown
+    assert "metrics/toy_training.json" in shown and "final_loss" in shown
+
+
+def test_training_loss_curve_is_a_dvc_plot(project, tmp_path):
+    shown = _run(["dvc", "plots", "show", "--json", "--split"], project)
+    assert "plots/toy_training/base.csv" in shown and "plots/toy_training/chat.csv" in shown
 
 
 def _metrics(project: Path, trait: str) -> dict:
@@ -147,10 +153,11 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
         PROJECTION_AND_AFTER - {"cross_evaluate"})
     after = _metrics(project, "behavior/refusal")
     assert before["layers"] == "2" and after["layers"] == "1"
-    # the unsteered baseline answers are the same: their judge scores come from the cache
-    assert after["judge"]["cache_hits"] >= 3 * 3 and after["baseline_trait"] == before["baseline_trait"]
+    # the unsteered baseline answers are the same: their judge scores (trait, coherence) come from the cache
+    assert after["judge"]["cache_hits"] >= 3 * 2 and after["baseline_trait"] == before["baseline_trait"]
     text = _run(["dvc", "exp", "show", "--json"], project)
-    for column in ("baseline_trait", "best_trait", "delta", "best_coherence", "best_coefficient", "calls"):
+    for column in ("baseline_trait", "best_trait", "delta", "best_coherence", "best_coefficient", "calls",
+                   "sweep_monotonic"):
         assert column in text
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)

@@ -18,10 +18,11 @@ from schemas.responses import Responses
 from schemas.steering import SteeringCurve, SteeringResponses
 from schemas.vetting import VettingScores
 from stages.cli import STAGES, app
-from tests.conftest import CORPUS, REPO
+from tests.conftest import CORPUS, REPO, TINY_TRAINING
 from trait_interp.tables import read_table
 
 runner = CliRunner()
+LEXICON = REPO / "datasets/toy/lexicon.json"
 
 
 def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path:
@@ -32,10 +33,13 @@ def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path
         "toy-base": {"path": str(root / "models/base"), "dtype": "float32", "device": "cpu"},
         "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
     }
-    params["toy_models"].update(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3)
+    params["toy_models"].update(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3, **TINY_TRAINING)
+    # these stage tests exercise the local LLM judge backend (the toy default is the lexicon oracle)
+    params["judge"].update(backend="local", relevance_check=True)
     params["judge"]["local_model"]["path"] = str(root / "models/judge")
+    params["vetting"].update(pos_threshold=35, neg_threshold=65)  # the stand-in judge's scores mean nothing
     params["vetting"]["min_pairs"] = 3
-    params["steering"].update(subset=3, max_new_tokens=6, search_steps=2)
+    params["steering"].update(subset=3, max_new_tokens=6, search_steps=2, sweep_ratios=None)
     params["layer"] = 1
     params["extraction"]["val_fraction"] = 0.25
     for dotted, value in overrides.items():
@@ -47,6 +51,15 @@ def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path
     path = tmp / f"params-{len(list(tmp.glob('params*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+def build_args(params: Path, models: Path, plots: Path | None = None) -> tuple:
+    """build-toy-models writing base, instruct and judge under ``models`` (loss curves and metrics beside)."""
+    plots = plots or models
+    return ("build-toy-models", "--world", REPO / "datasets/toy/world.json", "--lexicon", LEXICON,
+            "--filler", CORPUS, "--out-base", models / "base", "--out-instruct", models / "instruct",
+            "--out-judge", models / "judge", "--loss-base", plots / "loss-base.csv",
+            "--loss-chat", plots / "loss-chat.csv", "--metrics", plots / "training.json", "--params", params)
 
 
 def vet_args(out: Path, params: Path, table: Path, cache: Path, metrics: Path) -> tuple:
@@ -88,8 +101,7 @@ def pipeline(tmp_path_factory):
     pos, neg = write_trait(tmp)
     out = tmp / "exp"
     steps = [
-        ("build-toy-models", "--corpus", CORPUS, "--out-base", tmp / "models/base",
-         "--out-instruct", tmp / "models/instruct", "--out-judge", tmp / "models/judge", "--params", params),
+        build_args(params, tmp / "models", tmp / "training"),
         ("generate-responses", "--trait", "behavior/refusal", "--positive", pos, "--negative", neg,
          "--out", out / "responses.jsonl", "--params", params),
         vet_args(out, params, out / "vetting.jsonl", out / "cache/vet.jsonl", out / "vet-metrics.json"),
@@ -214,17 +226,28 @@ def test_unknown_trait_and_bad_json_files(tmp_path):
 
 
 def test_model_build_is_deterministic(tmp_path):
-    params = make_params(tmp_path)
-    for run in ("a", "b"):
-        result = invoke("build-toy-models", "--corpus", CORPUS, "--out-base", tmp_path / run / "base",
-                        "--out-instruct", tmp_path / run / "instruct", "--out-judge", tmp_path / run / "judge",
-                        "--params", params)
+    """Training is deterministic: the same seed gives byte-identical weights (sha256), another seed does not."""
+    import hashlib
+
+    def build(run: str, params: Path) -> dict[str, str]:
+        result = invoke(*build_args(params, tmp_path / run))
         assert result.exit_code == 0, result.output
-    weights = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("model.safetensors")}
-    assert weights["a/base/model.safetensors"] == weights["b/base/model.safetensors"]
-    assert weights["a/instruct/model.safetensors"] == weights["b/instruct/model.safetensors"]
-    assert weights["a/judge/model.safetensors"] == weights["b/judge/model.safetensors"]
-    assert weights["a/base/model.safetensors"] != weights["a/instruct/model.safetensors"]
+        files = sorted((tmp_path / run).rglob("*.safetensors")) + sorted((tmp_path / run).rglob("tokenizer.json"))
+        return {p.relative_to(tmp_path / run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    params = make_params(tmp_path)
+    a, b = build("a", params), build("b", params)
+    assert set(a) == {"base/model.safetensors", "instruct/model.safetensors", "judge/model.safetensors",
+                      "base/tokenizer.json", "instruct/tokenizer.json", "judge/tokenizer.json"}
+    assert a == b
+    assert a["base/model.safetensors"] != a["instruct/model.safetensors"]  # the chat model was tuned further
+    other = build("c", make_params(tmp_path, **{"toy_models.seed": 1}))
+    assert other["base/model.safetensors"] != a["base/model.safetensors"]
+    training = json.loads((tmp_path / "a/training.json").read_text())
+    assert training["base"]["steps"] == TINY_TRAINING["base"]["steps"]
+    assert training["chat"]["steps"] == TINY_TRAINING["chat"]["steps"]
+    curve = pd.read_csv(tmp_path / "a/loss-base.csv")
+    assert list(curve.columns) == ["step", "loss"] and list(curve["step"]) == list(range(1, len(curve) + 1))
 
 
 def test_no_temp_files_left(pipeline):
@@ -363,6 +386,24 @@ def test_steering_fixed_grid_and_negative_direction(pipeline, tmp_path):
         assert best["trait_mean"] == pytest.approx(valid["trait_mean"].min())
 
 
+def test_steering_sweep_runs_both_signs_beside_the_search_and_is_never_the_best(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    params = make_params(tmp_path, tmp, **{"steering.sweep_ratios": [0.5, -0.5, 0.0], "steering.search_steps": 1})
+    result = invoke(*steer_args(out, params, tmp_path / "sweep", cache=tmp_path / "c.jsonl"))
+    assert result.exit_code == 0, result.output
+    curve = read_table(tmp_path / "sweep/curve.csv", SteeringCurve)
+    best = json.loads((tmp_path / "sweep/best.json").read_text())
+    metrics = json.loads((tmp_path / "sweep/metrics.json").read_text())
+    sweep = curve[curve["kind"] == "sweep"].sort_values("ratio")
+    assert sweep["ratio"].tolist() == [-0.5, 0.5]  # ratio 0 is the baseline, not run twice
+    assert sweep["coefficient"].tolist() == pytest.approx([-0.5 * best["activation_norm"], 0.5 * best["activation_norm"]])
+    assert best["coefficient"] == pytest.approx(curve.loc[curve["kind"] == "search", "coefficient"].iloc[0])
+    assert set(metrics["sweep"]) == {"-0.5", "+0", "+0.5"}
+    means = [metrics["sweep"][k]["trait"] for k in ("-0.5", "+0", "+0.5")]
+    assert metrics["sweep"]["+0"]["trait"] == metrics["baseline_trait"]
+    assert metrics["sweep_monotonic"] == (means[0] <= means[1] <= means[2])
+
+
 def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):
     tmp, _, out = pipeline
     dest = tmp_path / "bad"
@@ -388,9 +429,11 @@ def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):
 
 
 def openai_params(tmp_path: Path, models_root: Path, base_url: str, **overrides) -> Path:
+    # the stub's scores come from a hash of the request, so how many pairs pass is luck: these tests
+    # are about faults and the cache, so any number of kept pairs will do
     return make_params(tmp_path, models_root, **{
         "judge.backend": "openai", "judge.base_url": base_url, "judge.timeout_s": 0.5, "judge.max_retries": 3,
-        "judge.max_concurrency": 4, **overrides})
+        "judge.max_concurrency": 4, "vetting.min_pairs": 1, **overrides})
 
 
 def test_vetting_with_openai_survives_every_fault(pipeline, tmp_path, monkeypatch):

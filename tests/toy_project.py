@@ -44,12 +44,19 @@ def copy_sources(repo: Path, root: Path) -> None:
 
 
 def reduce_params(root: Path) -> None:
-    """Two traits, two sites and methods, one prompt set and model, short generations."""
+    """Two traits, two sites and methods, one prompt set and model, short generations.
+
+    The pipeline's mechanics, not the toy world's effects (tests/test_toy_world_trained.py): barely
+    trained models, so vetting keeps everything (it still judges, through the cache)."""
+    from tests.conftest import TINY_TRAINING
+
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["traits"] = list(TRAITS)
+    params["toy_models"].update(TINY_TRAINING)
+    params["vetting"].update(pos_threshold=0, neg_threshold=100)
     params["extraction"]["sites"] = ["residual", "attn_out"]
     params["vectors"]["methods"] = ["probe", "mean_diff"]
-    params["steering"].update(subset=3, search_steps=2, max_new_tokens=8)
+    params["steering"].update(subset=3, search_steps=2, max_new_tokens=8, sweep_ratios=[-0.5, 0.5])
     params["inference"]["max_new_tokens"] = 8
     params["prompt_sets"] = ["mixed_requests"]
     params["monitor_models"] = ["toy-instruct"]

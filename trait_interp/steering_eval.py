@@ -48,6 +48,9 @@ class SteeringSettings:
     search_steps: int = 5
     min_coherence: float = 70.0
     coefficients: tuple[float, ...] | None = None  # a fixed grid instead of the search
+    # extra steps at ratio * ||h_L|| (either sign) beside the search or grid: the curve on both sides
+    # of zero, reported in the metrics; never chosen as the best step
+    sweep_ratios: tuple[float, ...] | None = None
 
     def search(self) -> SearchSettings:
         return SearchSettings(self.start_ratio, self.up_mult, self.down_mult, self.search_steps, self.min_coherence)
@@ -68,6 +71,15 @@ class SteeringOutcome:
     steps: list[dict[str, Any]]  # one row per configuration, baseline first
     best: dict[str, Any]
     activation_norm: float
+    sweep: list[dict[str, Any]]  # one per sweep ratio, ascending, with the baseline at ratio 0
+
+
+def rises_with_coefficient(sweep: Sequence[dict[str, Any]]) -> bool | None:
+    """Whether the mean trait score never falls as the coefficient grows across the sweep (None: unscored)."""
+    means = [row["trait_mean"] for row in sweep]
+    if len(means) < 2 or any(m is None for m in means):
+        return None
+    return all(a <= b for a, b in zip(means, means[1:]))
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:
@@ -140,6 +152,19 @@ def evaluate_steering(
                                  settings.batch_size)
     norm = sum(norms[layer] for layer in layers) / len(layers)
 
+    sweep: list[dict[str, Any]] = []
+    if settings.sweep_ratios:
+        ratios = sorted({r for r in settings.sweep_ratios if r != 0})  # ratio 0 is the baseline
+        ids = generate([r * norm for r in ratios])
+        results = [record("sweep", i, r * norm, r, ids[i * n : (i + 1) * n]) for i, r in enumerate(ratios)]
+        sweep = sorted(
+            [{"ratio": r, "coefficient": s.coefficient, "trait_mean": s.trait_mean, "coherence_mean": s.coherence_mean}
+             for r, s in zip(ratios, results)]
+            + [{"ratio": 0.0, "coefficient": 0.0, "trait_mean": baseline.trait_mean,
+                "coherence_mean": baseline.coherence_mean}],
+            key=lambda row: row["ratio"],
+        )
+
     searched: list[StepResult] = []
     if settings.coefficients is not None:
         grid = list(settings.coefficients)
@@ -180,7 +205,7 @@ def evaluate_steering(
         "min_coherence": settings.min_coherence,
         "activation_norm": norm,
     }
-    return SteeringOutcome(responses, steps, best, norm)
+    return SteeringOutcome(responses, steps, best, norm, sweep)
 
 
 def resolve_steering_layers(value: object, n_layers: int, best_layer: Callable[[], int]) -> tuple[int, ...]:

@@ -4,7 +4,8 @@ A byte-level BPE tokenizer is trained locally with ``tokenizers``; the base mode
 completion mode (its post-processor prepends BOS, like Llama's), and the instruct model gets a
 chat template that emits its own BOS (like Gemma's), so the double-BOS trap is exercised for real.
 Both are Llama-architecture models built from a config and saved with ``save_pretrained``, so they
-load through the same ``from_pretrained`` path as hub models.
+load through the same ``from_pretrained`` path as hub models. They are trained on the toy world's
+corpus (``toy_world``, ``toy_training``), so the toy traits are planted in them.
 
 ``build_toy_lora`` trains a small LoRA adapter on the instruct model (a few seeded steps on a
 handful of texts, so it really changes outputs), the toy stand-in for a fine-tuned model variant
@@ -36,7 +37,18 @@ CHAT_TEMPLATE = (
 
 
 @dataclass(frozen=True)
+class ToyTrainingSettings:
+    """One training phase: a fixed number of AdamW steps on random minibatches."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 0.003
+
+
+@dataclass(frozen=True)
 class ToyModelSettings:
+    """``toy_models:`` in params: the architecture, the corpus size and the two training phases."""
+
     seed: int = 0
     vocab_size: int = 1024
     hidden_size: int = 64
@@ -45,7 +57,11 @@ class ToyModelSettings:
     num_heads: int = 4
     num_kv_heads: int = 2
     max_positions: int = 512
-    instruct_noise: float = 0.5  # instruct = base + noise * (per-tensor std), seeded
+    examples_per_side: int = 2500  # corpus: scenarios and questions per trait and side
+    max_length: int = 96  # training examples are cut to this many tokens
+    threads: int = 1  # intra-op threads while training (fixed: float sums depend on it)
+    base: ToyTrainingSettings = ToyTrainingSettings(steps=2500)
+    chat: ToyTrainingSettings = ToyTrainingSettings(steps=800, lr=0.0015)
 
 
 def train_tokenizer(lines: Iterable[str], vocab_size: int, chat: bool) -> PreTrainedTokenizerFast:
@@ -104,16 +120,11 @@ def build_model(settings: ToyModelSettings, tokenizer: PreTrainedTokenizerFast) 
     return model
 
 
-def perturbed_copy(model: LlamaForCausalLM, noise: float, seed: int) -> LlamaForCausalLM:
-    """A stand-in for fine-tuning: same architecture, weights moved by seeded relative noise."""
+def copy_model(model: LlamaForCausalLM) -> LlamaForCausalLM:
+    """An independent copy (same config, weights and generation config), e.g. to fine-tune."""
     copy = LlamaForCausalLM(model.config).eval()
     copy.load_state_dict(model.state_dict())
     copy.generation_config = model.generation_config
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in copy.parameters():
-            if param.ndim >= 2:
-                param.add_(torch.randn(param.shape, generator=generator) * noise * param.std())
     return copy
 
 

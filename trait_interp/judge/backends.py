@@ -4,6 +4,11 @@ A backend answers chat requests with the top-20 logprobs of the judge's first to
 nothing about templates, scores or the cache; ``Judge`` does. Two implementations: an
 OpenAI-compatible HTTP API (``openai_backend``) and a local Hugging Face causal LM
 (``local_backend``).
+
+A ``FieldBackend`` is an oracle rather than a reader: it gets each request's template name and
+the values filled into it (e.g. the answer), not the rendered prompt, and replies in the same
+form, so its answers go through the same scoring and cache. The toy world's lexicon judge
+(``lexicon_backend``) is one.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from trait_interp.judge.templates import Messages
 
@@ -44,6 +49,41 @@ class JudgeBackend(Protocol):
     ) -> list[Reply]:
         """One reply per request, in order. ``on_reply`` fires as each reply arrives."""
         ...
+
+
+@dataclass(frozen=True)
+class FieldRequest:
+    """What a field backend judges: the template's name and the values filled into it."""
+
+    template: str
+    values: dict[str, str]
+
+
+@runtime_checkable
+class FieldBackend(Protocol):
+    @property
+    def identity(self) -> str:
+        """Who answers, including everything its answers depend on; part of every cache key."""
+        ...
+
+    def judge_fields_many(
+        self, requests: Sequence[FieldRequest], progress: bool, on_reply: OnReply | None = None
+    ) -> list[Reply]:
+        """One reply per request, in order, as top logprobs over the numbers 0..100."""
+        ...
+
+
+def score_as_logprobs(score: float) -> dict[str, float]:
+    """An exact score in [0, 100] as a reply's top logprobs: mass on the two integers around it.
+
+    ``aggregate_logprob_score`` of the result is ``score`` again (up to float rounding).
+    """
+    if not 0.0 <= score <= 100.0 or math.isnan(score):
+        raise ValueError(f"score must be in [0, 100], got {score}")
+    low = min(int(math.floor(score)), 99)
+    weight = score - low  # probability of low + 1
+    pairs = {str(low): 1.0 - weight, str(low + 1): weight}
+    return {token: math.log(p) for token, p in pairs.items() if p > 0.0}
 
 
 def merge_top_logprobs(pairs: Iterable[tuple[str, float]]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from trait_interp.judge.backends import JudgeBackend, Reply
+from trait_interp.judge.backends import FieldBackend, FieldRequest, JudgeBackend, Reply
 from trait_interp.judge.cache import JudgeCache, cache_key, new_entry
 from trait_interp.judge.scoring import COHERENCE_MIN_MASS, TRAIT_MIN_MASS, aggregate_logprob_score
 from trait_interp.judge.templates import (
@@ -35,14 +35,17 @@ SCORE_DECIMALS = 3  # far below any meaningful difference on a 0-100 scale
 
 @dataclass(frozen=True)
 class JudgeRequest:
+    """A templated request. ``values`` (what was filled in) is for field backends; the key uses ``messages``."""
+
     template: str
     version: int
     messages: Messages
     min_mass: float
+    values: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, template: Template, values: Mapping[str, str], min_mass: float) -> JudgeRequest:
-        return cls(template.name, template.version, template.render(values), min_mass)
+        return cls(template.name, template.version, template.render(values), min_mass, tuple(sorted(values.items())))
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class JudgeStats:
 
 
 class Judge:
-    def __init__(self, backend: JudgeBackend, cache: JudgeCache | None = None) -> None:
+    def __init__(self, backend: JudgeBackend | FieldBackend, cache: JudgeCache | None = None) -> None:
         self.backend = backend
         self.cache = cache if cache is not None else JudgeCache.in_memory()
         self.stats = JudgeStats()
@@ -123,8 +126,12 @@ class Judge:
                     results[index] = self._outcome(score, False, False)
 
         if unique:
-            messages = [requests[pending[key][0]].messages for key in unique]
-            replies = self.backend.top_logprobs_many(messages, progress, on_reply)
+            firsts = [requests[pending[key][0]] for key in unique]
+            if isinstance(self.backend, FieldBackend):
+                fields = [FieldRequest(r.template, dict(r.values)) for r in firsts]
+                replies = self.backend.judge_fields_many(fields, progress, on_reply)
+            else:
+                replies = self.backend.top_logprobs_many([r.messages for r in firsts], progress, on_reply)
             if len(replies) != len(unique):
                 raise RuntimeError(f"judge backend returned {len(replies)} replies for {len(unique)} requests")
             for position, reply in enumerate(replies):  # a backend that did not report as it went

@@ -44,7 +44,7 @@ class LocalBackend:
         check_single_token_numbers(self.tokenizer, spec.source)
         self.chat = uses_chat_template(self.tokenizer, spec.prompt_mode)
         self.model = model if model is not None else load_model(spec)
-        self._identity = _identity(spec, self.model)
+        self._identity = spec_identity(spec, self.model)
 
     @property
     def identity(self) -> str:
@@ -115,15 +115,19 @@ def _split(messages: Messages) -> tuple[str | None, str]:
     raise ValueError(f"the local judge takes [system?, user] messages, got roles {roles}")
 
 
-def _identity(spec: ModelSpec, model: PreTrainedModel) -> str:
+def spec_identity(spec: ModelSpec, model: PreTrainedModel | None = None) -> str:
     """``local:<source>@<revision>:<dtype>``; a local folder's revision is a fingerprint of its files.
 
-    A hub model without a pinned revision uses the snapshot commit it was loaded from, when known.
+    A hub model without a pinned revision uses the snapshot commit it was loaded from, when known
+    (``model`` given), else ``unpinned``.
     """
     if spec.path is not None:
+        if not Path(spec.path).is_dir():
+            raise UserInputError(f"{spec.path}: judge model folder not found; build it or fix judge.local_model.path")
         revision = spec.revision or f"files-{folder_fingerprint(Path(spec.path))}"
     else:
-        revision = spec.revision or getattr(model.config, "_commit_hash", None) or "unpinned"
+        commit = getattr(model.config, "_commit_hash", None) if model is not None else None
+        revision = spec.revision or commit or "unpinned"
     identity = f"local:{spec.source}@{revision}:{spec.dtype}"
     if spec.quantization != "none":
         identity += f":{spec.quantization}"

@@ -9,16 +9,23 @@ from typing import Any
 
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge
+from trait_interp.judge.lexicon import lexicon_for
 from trait_interp.judge.settings import JudgeSettings, make_backend
 
 
 @contextmanager
-def open_judge(settings: JudgeSettings, cache_path: Path, where: str) -> Iterator[Judge]:
+def open_judge(
+    settings: JudgeSettings, cache_path: Path, where: str, trait: str | None = None, lexicon: Path | None = None
+) -> Iterator[Judge]:
     """Build the backend first (an openai backend checks its key before anything loads), then the cache.
 
+    ``trait`` and the ``lexicon`` file are read only by the lexicon backend (the toy world's oracle).
     The cache file always exists afterwards (DVC requires its outputs), also when nothing was judged.
     """
-    backend = make_backend(settings, where)
+    planted = None
+    if settings.backend == "lexicon" and trait is not None and lexicon is not None:
+        planted = (trait, lexicon_for(lexicon, trait))
+    backend = make_backend(settings, where, planted)
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with JudgeCache.open(cache_path) as cache:

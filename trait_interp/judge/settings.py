@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from trait_interp.errors import UserInputError
-from trait_interp.judge.backends import JudgeBackend
+from trait_interp.judge.backends import FieldBackend, JudgeBackend
+from trait_interp.judge.lexicon import Lexicon
 from trait_interp.judge.openai_backend import openai_backend_from_env
 from trait_interp.models import ModelSpec, check_spec
 
@@ -18,10 +19,13 @@ class JudgeSettings:
     ``backend: openai`` talks to ``model`` on the OpenAI API, or on any OpenAI-compatible server
     at ``base_url`` (e.g. vLLM); the key comes from ``OPENAI_API_KEY``. ``backend: local`` runs
     ``local_model`` (a model entry: path or hub_id, revision, dtype, device, ...) in-process.
+    ``backend: lexicon`` is the toy world's oracle (``lexicon_backend``): trait scores from the
+    planted vocabulary, coherence from ``local_model``'s perplexity of the answer; it judges no
+    relevance, so it needs ``relevance_check: false``.
     Prices (USD per million tokens) only feed the cost estimate in the metrics.
     """
 
-    backend: Literal["local", "openai"] = "local"
+    backend: Literal["local", "openai", "lexicon"] = "local"
     model: str = "gpt-4.1-mini"
     base_url: str | None = None
     local_model: ModelSpec | None = None
@@ -34,8 +38,13 @@ class JudgeSettings:
     price_output_per_million: float = 1.60
 
 
-def make_backend(settings: JudgeSettings, where: str = "params.yaml:judge") -> JudgeBackend:
-    """The configured backend. For openai the key is checked first, before any model loads."""
+def make_backend(
+    settings: JudgeSettings, where: str = "params.yaml:judge", lexicon: tuple[str, Lexicon] | None = None
+) -> JudgeBackend | FieldBackend:
+    """The configured backend. For openai the key is checked first, before any model loads.
+
+    ``lexicon`` is ``(trait, its lexicon)``, needed by (and only by) the lexicon backend.
+    """
     if settings.max_concurrency < 1 or settings.batch_size < 1 or settings.max_retries < 0:
         raise UserInputError(f"{where}: max_concurrency and batch_size must be >= 1 and max_retries >= 0")
     if settings.timeout_s <= 0:
@@ -44,6 +53,20 @@ def make_backend(settings: JudgeSettings, where: str = "params.yaml:judge") -> J
         return openai_backend_from_env(
             settings.model, settings.base_url, settings.max_concurrency, settings.max_retries, settings.timeout_s
         )
+    if settings.backend == "lexicon":
+        if settings.relevance_check:
+            raise UserInputError(
+                f"{where}.relevance_check: the lexicon judge has no oracle for relevance; set it to false"
+            )
+        if lexicon is None:
+            raise UserInputError(
+                f"{where}.backend: lexicon needs the planted vocabulary; pass the stage --lexicon "
+                "datasets/toy/lexicon.json (see dvc.yaml)"
+            )
+        scorer = check_local_spec(settings.local_model, f"{where}.local_model")
+        from trait_interp.judge.lexicon_backend import LexiconBackend  # torch only when needed
+
+        return LexiconBackend(lexicon[0], lexicon[1], scorer, batch_size=settings.batch_size)
     spec = check_local_spec(settings.local_model, f"{where}.local_model")
     from trait_interp.judge.local_backend import LocalBackend  # torch/transformers only when needed
 
@@ -53,5 +76,8 @@ def make_backend(settings: JudgeSettings, where: str = "params.yaml:judge") -> J
 def check_local_spec(spec: ModelSpec | None, where: str) -> ModelSpec:
     """The checks ``models.model_spec`` makes for a registry entry, for the judge's model."""
     if spec is None:
-        raise UserInputError(f"{where}: judge.backend is local but no local_model is set; add one (path or hub_id)")
+        raise UserInputError(
+            f"{where}: no local_model is set, but the local backend (its judge) and the lexicon backend (its "
+            "coherence scorer) need one; add one (path or hub_id)"
+        )
     return check_spec(spec, where)
