@@ -77,21 +77,16 @@ class DashboardHandler(BaseHTTPRequestHandler):
         if target is None:
             self._not_found(body)
             return
-        data = target.read_bytes()
         kind = TYPES.get(target.suffix.lower()) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in HEADERS.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        self._respond(HTTPStatus.OK, kind, target.read_bytes(), body)
 
     def _not_found(self, body: bool) -> None:
-        data = b"404 not found\n"
-        self.send_response(HTTPStatus.NOT_FOUND)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self._respond(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"404 not found\n", body)
+
+    def _respond(self, status: HTTPStatus, kind: str, data: bytes, body: bool) -> None:
+        """Status, the fixed safety headers, and the bytes (left out for HEAD)."""
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         for name, value in HEADERS.items():
             self.send_header(name, value)
