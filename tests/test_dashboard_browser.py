@@ -138,12 +138,12 @@ def path_points(d: str) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in re.findall(r"[ML](-?[\d.]+) (-?[\d.]+)", d)]
 
 
-def assert_real_line(path, min_points: int) -> None:
-    """A drawn series: enough vertices, and it actually moves in both directions."""
+def assert_real_line(path, min_points: int, distinct_values: int = 2) -> None:
+    """A drawn series: enough vertices, spread along x, and as many heights as the data has values (up to 2)."""
     points = path_points(path.get_attribute("d"))
     assert len(points) >= min_points, path.get_attribute("d")
     xs, ys = {p[0] for p in points}, {p[1] for p in points}
-    assert len(xs) >= min_points and len(ys) >= 2
+    assert len(xs) >= min_points and len(ys) >= min(2, distinct_values)
 
 
 def data(report: Path, key: str):
@@ -156,10 +156,15 @@ def test_extraction_view_draws_a_heatmap_cell_per_layer_and_method(driver, toy):
     expected = data(report, "extraction/0")
     maps = css(driver, "svg.heatmap")
     assert len(maps) == 2  # accuracy and Cohen's d
-    for svg in maps:
+    site = "residual" if "residual" in expected["sites"] else expected["sites"][0]  # the view's default site
+    shown = [row for row in expected["rows"] if row[0] == site]
+    for svg, column in zip(maps, (3, 4)):  # val_accuracy, cohens_d
         cells = svg.find_elements("css selector", "rect.cell")
         assert len(cells) == len(expected["methods"]) * len(expected["layers"])
-        assert len({c.get_attribute("fill") for c in cells}) >= 3  # coloured by value, not one flat colour
+        # coloured by value, not one flat colour: as many shades as distinct values (up to 3) on the
+        # page's scale, where accuracy at or below chance (0.5) is all white
+        values = {max(row[column], 0.5) if column == 3 else row[column] for row in shown if row[column] is not None}
+        assert len({c.get_attribute("fill") for c in cells}) >= min(3, len(values))
     best = css(driver, "section:nth-of-type(2) table.data tbody tr")
     assert len(best) == len(expected["best"]) and expected["best"][0]["method"] in best[0].text
     screenshot(driver, "extraction")
@@ -171,9 +176,10 @@ def test_steering_view_draws_curves_threshold_best_and_answers(driver, toy):
     expected = data(report, "steering/0")
     charts = css(driver, "svg.line-chart")
     assert len(charts) == 2
-    for chart in charts:
+    for chart, score in zip(charts, ("trait_mean", "coherence_mean")):
         (line,) = chart.find_elements("css selector", "path.series")
-        assert_real_line(line, len(expected["configs"]))  # the baseline and every search step
+        values = {round(c[score], 1) for c in expected["configs"] if c[score] is not None}
+        assert_real_line(line, len(expected["configs"]), len(values))  # the baseline and every step
         assert chart.find_elements("css selector", "g.mark circle")  # the chosen best step
     threshold = charts[1].find_element("css selector", "g.hline.threshold line")
     assert f"min coherence {expected['min_coherence']:g}" in charts[1].text
