@@ -18,10 +18,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trait_interp.capture import TokenSequence  # noqa: E402
-from trait_interp.generation import generate_greedy  # noqa: E402
-from trait_interp.steering import SteeringTerm, generate_steered, mean_activation_norm, steering  # noqa: E402
-from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
+from trait_interp.core.forward import TokenSequence  # noqa: E402
+from trait_interp.core.generation import generate_greedy  # noqa: E402
+from trait_interp.steering.interventions import SteeringTerm, generate_steered, mean_activation_norm, steering  # noqa: E402
+from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
 
 QUESTIONS = [
     "What time does the train leave for the city?",

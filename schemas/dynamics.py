@@ -1,4 +1,4 @@
-"""Dynamics of projection trajectories over the response tokens (see ``trait_interp.dynamics``).
+"""Dynamics of projection trajectories over the response tokens (see ``trait_interp.monitoring.dynamics``).
 
 A trajectory is one (prompt_id, layer, trait, method, site) of a ``Projections`` table, over its
 response tokens in ``token_index`` order.

@@ -10,9 +10,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from trait_interp.config import read_params
-from trait_interp.errors import UserInputError
-from trait_interp.models import ModelSpec, model_spec
+from trait_interp.core.config import read_params
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.models import ModelSpec, model_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.config import from_mapping
-from trait_interp.errors import UserInputError
-from trait_interp.toy import ToyLoraSettings, build_toy_lora
+from trait_interp.core.config import from_mapping
+from trait_interp.core.errors import UserInputError
+from trait_interp.toy.models import ToyLoraSettings, build_toy_lora
 
 PARAMS = ("toy_lora",)
 

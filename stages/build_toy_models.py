@@ -9,13 +9,13 @@ import pandas as pd
 import typer
 
 from stages._common import ParamsOption, rounded, stage_params, user_errors
-from trait_interp.config import from_mapping
-from trait_interp.errors import UserInputError
-from trait_interp.io import atomic_dir, write_json, write_with
-from trait_interp.judge.lexicon import load_lexicons
-from trait_interp.toy import ToyModelSettings, add_number_tokens, build_judge_model
-from trait_interp.toy_training import TrainResult, train_toy_models
-from trait_interp.toy_world import load_world
+from trait_interp.core.config import from_mapping
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import atomic_dir, write_json, write_with
+from trait_interp.toy.lexicon import load_lexicons
+from trait_interp.toy.models import ToyModelSettings, add_number_tokens, build_judge_model
+from trait_interp.toy.training import TrainResult, train_toy_models
+from trait_interp.toy.world import load_world
 
 PARAMS = ("toy_models",)
 

@@ -14,17 +14,18 @@ from schemas.examples import Examples
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
 from stages._common import ParamsOption, chosen_model, stage_params, user_errors
-from trait_interp.activation_store import save_activations
-from trait_interp.capture import ExtractionSettings, TokenSequence, capture_pooled
-from trait_interp.config import from_mapping
-from trait_interp.errors import UserInputError
-from trait_interp.io import atomic_dir, write_json
-from trait_interp.layers import parse_layers
-from trait_interp.models import load_model
-from trait_interp.positions import parse_position
-from trait_interp.sites import check_site, num_layers
-from trait_interp.split import assign_split
-from trait_interp.tables import read_table, write_table
+from trait_interp.extraction.activation_store import save_activations
+from trait_interp.core.forward import TokenSequence
+from trait_interp.extraction.capture import ExtractionSettings, capture_pooled
+from trait_interp.core.config import from_mapping
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import atomic_dir, write_json
+from trait_interp.core.layers import parse_layers
+from trait_interp.core.models import load_model
+from trait_interp.core.positions import parse_position
+from trait_interp.core.sites import check_site, num_layers
+from trait_interp.extraction.split import assign_split
+from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("extraction_model", "models.{extraction_model}", "extraction")
 

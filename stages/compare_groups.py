@@ -14,11 +14,11 @@ from schemas.projections import Projections
 from stages._common import ParamsOption, rounded, stage_params, user_errors
 from trait_interp.analyses.group_comparison import compare_groups, labels_from_field, response_means
 from trait_interp.analyses.settings import AnalysisSettings
-from trait_interp.config import from_mapping
-from trait_interp.datasets import load_prompt_set
-from trait_interp.errors import UserInputError
-from trait_interp.io import write_json
-from trait_interp.tables import read_table, write_table
+from trait_interp.core.config import from_mapping
+from trait_interp.core.datasets import load_prompt_set
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import write_json
+from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("analyses.n_boot", "analyses.seed")
 

@@ -12,12 +12,12 @@ import typer
 from schemas.analyses import CrossEvaluation
 from schemas.examples import Examples
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.activation_store import load_activations
+from trait_interp.extraction.activation_store import load_activations
 from trait_interp.analyses.cross_evaluation import cross_accuracy
-from trait_interp.errors import UserInputError
-from trait_interp.io import write_json
-from trait_interp.tables import read_table, write_table
-from trait_interp.vectors import load_vectors
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import write_json
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = ("analyses.cross_evaluation",)
 

@@ -14,9 +14,9 @@ from schemas.projections import Projections
 from stages._common import ParamsOption, user_errors
 from trait_interp.analyses.decomposition import quadrants
 from trait_interp.analyses.group_comparison import response_means
-from trait_interp.errors import UserInputError
-from trait_interp.io import write_json
-from trait_interp.tables import read_table, write_table
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import write_json
+from trait_interp.core.tables import read_table, write_table
 
 PARAMS: tuple[str, ...] = ()
 

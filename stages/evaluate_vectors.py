@@ -12,12 +12,12 @@ import typer
 from schemas.evaluation import VectorEvaluation
 from schemas.examples import Examples
 from stages._common import user_errors
-from trait_interp.activation_store import load_activations
-from trait_interp.evaluation import evaluate_layers, summarize
-from trait_interp.extraction import class_sets
-from trait_interp.io import write_json, write_with
-from trait_interp.tables import read_table, write_table
-from trait_interp.vectors import load_vectors
+from trait_interp.extraction.activation_store import load_activations
+from trait_interp.extraction.evaluation import evaluate_layers, summarize
+from trait_interp.extraction.extract import class_sets
+from trait_interp.core.io import write_json, write_with
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vectors import load_vectors
 
 PARAMS: tuple[str, ...] = ()
 PLOT_SITE = "residual"  # the site drawn in the layer plots (others are in the table)

@@ -11,12 +11,12 @@ import typer
 
 from schemas.examples import Examples
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.activation_store import load_activations
-from trait_interp.config import from_mapping
-from trait_interp.extraction import VectorSettings, class_sets, extract_layers, mean_norms
-from trait_interp.io import atomic_dir
-from trait_interp.tables import read_table
-from trait_interp.vectors import VectorMetadata, VectorSet, save_vectors
+from trait_interp.extraction.activation_store import load_activations
+from trait_interp.core.config import from_mapping
+from trait_interp.extraction.extract import VectorSettings, class_sets, extract_layers, mean_norms
+from trait_interp.core.io import atomic_dir
+from trait_interp.core.tables import read_table
+from trait_interp.extraction.vectors import VectorMetadata, VectorSet, save_vectors
 
 PARAMS = ("vectors",)
 

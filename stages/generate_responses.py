@@ -10,13 +10,13 @@ import typer
 
 from schemas.responses import Responses
 from stages._common import ParamsOption, chosen_model, stage_params, user_errors
-from trait_interp.config import from_mapping
-from trait_interp.datasets import TraitScenarios, load_scenarios, pair_scenarios
-from trait_interp.generation import GenerationSettings, generate_greedy
-from trait_interp.models import load_model, load_tokenizer
-from trait_interp.positions import parse_position, resolve_max_new_tokens
-from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
-from trait_interp.tables import write_table
+from trait_interp.core.config import from_mapping
+from trait_interp.core.datasets import TraitScenarios, load_scenarios, pair_scenarios
+from trait_interp.core.generation import GenerationSettings, generate_greedy
+from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.core.positions import parse_position, resolve_max_new_tokens
+from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.core.tables import write_table
 
 PARAMS = ("extraction_model", "models.{extraction_model}", "extraction.position", "extraction.paired", "generation")
 

@@ -11,13 +11,13 @@ import typer
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.analyses.group_comparison import labels_from_verdicts
-from trait_interp.config import from_mapping
-from trait_interp.datasets import read_definition, trait_display_name
-from trait_interp.io import write_json, write_with
+from trait_interp.core.config import from_mapping
+from trait_interp.core.datasets import read_definition, trait_display_name
+from trait_interp.core.io import write_json, write_with
 from trait_interp.judge.judge import trait_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
-from trait_interp.tables import read_table
+from trait_interp.core.tables import read_table
 
 PARAMS = ("judge",)
 

@@ -11,17 +11,18 @@ from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
 from trait_interp.analyses.model_diff import diff_vector_cosines, paired_diff, per_token_diff
-from trait_interp.capture import TokenSequence, capture_pooled
-from trait_interp.config import from_mapping
-from trait_interp.errors import UserInputError
-from trait_interp.io import write_json
-from trait_interp.models import load_model, load_tokenizer
-from trait_interp.monitoring import MonitoringSettings, monitor_vectors, steering_best_layer
-from trait_interp.positions import parse_position
-from trait_interp.projection import project_sequences, to_long_rows
-from trait_interp.sites import check_site, num_layers
-from trait_interp.tables import read_table, write_table
-from trait_interp.vectors import load_vectors
+from trait_interp.core.forward import TokenSequence
+from trait_interp.extraction.capture import capture_pooled
+from trait_interp.core.config import from_mapping
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import write_json
+from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.monitoring.selection import MonitoringSettings, monitor_vectors, steering_best_layer
+from trait_interp.core.positions import parse_position
+from trait_interp.monitoring.projection import project_sequences, to_long_rows
+from trait_interp.core.sites import check_site, num_layers
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = (
     "application_model", "models.{application_model}", "diff_model", "models.{diff_model}", "layer", "traits",

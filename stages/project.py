@@ -11,17 +11,17 @@ from schemas.dynamics import Commitment, Dynamics
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from stages._common import ParamsOption, named_model, stage_params, user_errors
-from trait_interp.capture import TokenSequence
-from trait_interp.config import from_mapping
-from trait_interp.dynamics import dynamics_table
-from trait_interp.errors import UserInputError
-from trait_interp.io import read_json, write_json
-from trait_interp.massive_dims import Calibration, clean_dims_for
-from trait_interp.models import load_model
-from trait_interp.monitoring import MonitoringSettings, monitor_vectors, steering_best_layer
-from trait_interp.projection import project_sequences, to_long_rows
-from trait_interp.sites import check_site, num_layers
-from trait_interp.tables import read_table, write_table
+from trait_interp.core.forward import TokenSequence
+from trait_interp.core.config import from_mapping
+from trait_interp.monitoring.dynamics import dynamics_table
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import read_json, write_json
+from trait_interp.monitoring.massive_dims import Calibration, clean_dims_for
+from trait_interp.core.models import load_model
+from trait_interp.monitoring.selection import MonitoringSettings, monitor_vectors, steering_best_layer
+from trait_interp.monitoring.projection import project_sequences, to_long_rows
+from trait_interp.core.sites import check_site, num_layers
+from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("models.{model}", "layer", "traits", "monitoring")
 

@@ -20,9 +20,9 @@ from trait_interp.dashboard.model_diff import model_diff_data
 from trait_interp.dashboard.monitoring import cleaning_info, prompt_index, series_of, token_files
 from trait_interp.dashboard.site import write_site
 from trait_interp.dashboard.steering import steering_data
-from trait_interp.errors import UserInputError
-from trait_interp.io import read_json
-from trait_interp.tables import read_table
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import read_json
+from trait_interp.core.tables import read_table
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",

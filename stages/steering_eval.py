@@ -11,27 +11,27 @@ import typer
 from schemas.evaluation import VectorEvaluation
 from schemas.steering import SteeringCurve, SteeringResponses
 from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
-from trait_interp.config import from_mapping
-from trait_interp.datasets import load_steering_questions, read_definition, trait_display_name
-from trait_interp.errors import UserInputError
-from trait_interp.evaluation import best_index
-from trait_interp.io import write_json
+from trait_interp.core.config import from_mapping
+from trait_interp.core.datasets import load_steering_questions, read_definition, trait_display_name
+from trait_interp.core.errors import UserInputError
+from trait_interp.extraction.evaluation import best_index
+from trait_interp.core.io import write_json
 from trait_interp.judge.judge import steering_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.judge.templates import custom_eval_template
-from trait_interp.models import load_model, load_tokenizer
-from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
-from trait_interp.sites import check_site, num_layers
-from trait_interp.steering_eval import (
+from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.core.sites import check_site, num_layers
+from trait_interp.steering.evaluate import (
     Decoder,
     SteeringSettings,
     evaluate_steering,
     resolve_steering_layers,
     rises_with_coefficient,
 )
-from trait_interp.tables import read_table, write_table
-from trait_interp.vectors import load_vectors
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = ("application_model", "models.{application_model}", "layer", "steering", "judge")
 

@@ -13,8 +13,8 @@ from schemas.projections import Projections
 from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.analyses.correlation import lagged_correlation, response_correlation
 from trait_interp.analyses.group_comparison import response_means
-from trait_interp.io import write_json
-from trait_interp.tables import read_table, write_table
+from trait_interp.core.io import write_json
+from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("analyses.max_lag",)
 

@@ -12,14 +12,14 @@ import typer
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.config import from_mapping
-from trait_interp.datasets import read_definition, trait_display_name
-from trait_interp.io import write_json
+from trait_interp.core.config import from_mapping
+from trait_interp.core.datasets import read_definition, trait_display_name
+from trait_interp.core.io import write_json
 from trait_interp.judge.judge import vet_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
-from trait_interp.tables import read_table, write_table
-from trait_interp.vetting import VettingSettings, check_enough, verdicts
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 
 PARAMS = ("vetting", "judge", "extraction.paired")
 

@@ -18,7 +18,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer
+from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "datasets" / "toy" / "tokenizer_corpus.txt"

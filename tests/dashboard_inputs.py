@@ -19,7 +19,7 @@ from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
-from trait_interp.tables import write_table
+from trait_interp.core.tables import write_table
 
 TRAITS = ("behavior/refusal", "tone/formality")
 MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"

@@ -20,7 +20,7 @@ from schemas.analyses import (
     TraitCorrelation,
 )
 from schemas.projections import Projections
-from trait_interp import metrics
+from trait_interp.core import metrics
 from trait_interp.analyses.correlation import lagged_correlation, response_correlation
 from trait_interp.analyses.cross_evaluation import cross_accuracy, train_midpoints
 from trait_interp.analyses.decomposition import assign_quadrants, midpoint_from_train, quadrants

@@ -8,10 +8,16 @@ import pytest
 import torch
 from conftest import tiny_model
 
-import trait_interp.batching as batching
-from trait_interp.batching import BatchSettings, batch_size_for, bytes_per_sequence, run_with_oom_backoff
-from trait_interp.config import from_mapping
-from trait_interp.errors import UserInputError
+import trait_interp.core.batching as batching
+from trait_interp.core.batching import (
+    BatchSettings,
+    batch_size_for,
+    bytes_per_sequence,
+    resolve_batch_size,
+    run_chunks,
+)
+from trait_interp.core.config import from_mapping
+from trait_interp.core.errors import UserInputError
 
 GIB = 1 << 30
 
@@ -99,44 +105,52 @@ def test_settings_parse_from_params() -> None:
         from_mapping(BatchSettings, {"batch_size": "many"}, "p")
 
 
-def test_oom_backoff_halves_until_it_fits(fake_gpus) -> None:
+def _chunked(items: list[int], batch_size: int, fits: int, tried: list[int]) -> list[tuple[list[int], int]]:
+    """run_chunks where a chunk of more than ``fits`` items runs out of (simulated) CUDA memory."""
+
+    def run(chunk):
+        tried.append(len(chunk))
+        if len(chunk) > fits:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory at {len(chunk)}")
+        return sum(chunk)
+
+    return [(list(chunk), result) for chunk, result in run_chunks(items, batch_size, run)]
+
+
+def test_oom_splits_the_failing_chunk_until_it_fits(fake_gpus) -> None:
     tried: list[int] = []
-
-    def run(size: int) -> str:
-        tried.append(size)
-        if size > 5:
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory at {size}")
-        return f"ok at {size}"
-
-    assert run_with_oom_backoff(run, 48) == "ok at 3"
-    assert tried == [48, 24, 12, 6, 3]
+    done = _chunked(list(range(48)), 48, 5, tried)
+    assert tried[:5] == [48, 24, 12, 6, 3]
+    # every item once, in order, each chunk's result computed on that chunk alone
+    assert [i for chunk, _ in done for i in chunk] == list(range(48))
+    assert all(result == sum(chunk) and len(chunk) <= 5 for chunk, result in done)
 
 
-def test_oom_backoff_frees_the_cache_between_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunks_that_fit_are_not_split(fake_gpus) -> None:
+    tried: list[int] = []
+    done = _chunked(list(range(10)), 4, 4, tried)
+    assert [chunk for chunk, _ in done] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and tried == [4, 4, 2]
+
+
+def test_oom_frees_the_cache_between_tries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     freed: list[int] = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
-    sizes: list[int] = []
-
-    def run(size: int) -> int:
-        sizes.append(size)
-        if size > 2:
-            raise torch.cuda.OutOfMemoryError("oom")
-        return size
-
-    assert run_with_oom_backoff(run, 9) == 2
-    assert sizes == [9, 4, 2] and len(freed) == 2
+    tried: list[int] = []
+    done = _chunked(list(range(9)), 9, 2, tried)
+    assert tried[:3] == [9, 5, 3] and len(freed) == sum(size > 2 for size in tried)
+    assert [i for chunk, _ in done for i in chunk] == list(range(9))
 
 
 def test_oom_at_batch_size_one_is_a_clear_error(fake_gpus) -> None:
     tried: list[int] = []
 
-    def run(size: int) -> None:
-        tried.append(size)
+    def run(chunk) -> None:
+        tried.append(len(chunk))
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(UserInputError) as err:
-        run_with_oom_backoff(run, 4, what="capture")
+        list(run_chunks([1, 2, 3, 4], 4, run, what="capture"))
     assert tried == [4, 2, 1]
     message = str(err.value)
     assert "\n" not in message and message.startswith("capture: CUDA out of memory even at batch size 1")
@@ -146,10 +160,42 @@ def test_oom_at_batch_size_one_is_a_clear_error(fake_gpus) -> None:
 def test_other_errors_are_not_retried() -> None:
     tried: list[int] = []
 
-    def run(size: int) -> None:
-        tried.append(size)
+    def run(chunk) -> None:
+        tried.append(len(chunk))
         raise ValueError("not memory")
 
     with pytest.raises(ValueError):
-        run_with_oom_backoff(run, 16)
+        list(run_chunks(list(range(16)), 16, run))
     assert tried == [16]
+
+
+def test_auto_batch_size_on_cpu_and_fixed_sizes(model) -> None:
+    assert resolve_batch_size(model, 7, 100) == 7
+    assert resolve_batch_size(model, "auto", 100) == BatchSettings().cpu_batch_size  # no CUDA here
+    with pytest.raises(UserInputError, match="positive integer or auto"):
+        resolve_batch_size(model, 0, 100)
+
+
+def test_forward_loop_retries_an_oom_batch_in_halves_with_the_same_results(model, monkeypatch) -> None:
+    """The one forward loop: a batch that runs out of memory is captured again in halves, nothing doubled."""
+    from trait_interp.core.forward import TokenSequence
+    from trait_interp.core.positions import parse_position
+    from trait_interp.extraction.capture import capture_pooled
+
+    sequences = [TokenSequence(tuple(range(1, 4 + i)), (5, 6)) for i in range(6)]
+    position = parse_position("all[:]")
+    expected = capture_pooled(model, sequences, position, ["residual"], [0, 2], pad_id=0, batch_size=1)
+    real_forward = type(model).forward
+    sizes: list[int] = []
+
+    def forward(self, *args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    got = capture_pooled(model, sequences, position, ["residual"], [0, 2], pad_id=0, batch_size=6)
+    assert sizes == [6, 3, 2, 1, 3, 2, 1]
+    assert torch.allclose(got.acts["residual"], expected.acts["residual"], atol=1e-6)
+    assert torch.equal(got.n_selected, expected.n_selected)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model
-from trait_interp.capture import TokenSequence, capture_pooled, selection_weights
-from trait_interp.positions import parse_position
-from trait_interp.sites import SITES, resolve_site
+from trait_interp.core.forward import TokenSequence
+from trait_interp.extraction.capture import capture_pooled, selection_weights
+from trait_interp.core.positions import parse_position
+from trait_interp.core.sites import SITES, resolve_site
 
 SEQ = TokenSequence(prompt_ids=(5, 17, 23, 9, 41, 8), response_ids=(12, 33, 7, 60))
 
@@ -122,7 +123,7 @@ def test_hooks_removed_when_forward_raises():
 
 
 def test_unknown_site_and_architecture_are_clear_errors():
-    from trait_interp.errors import UserInputError
+    from trait_interp.core.errors import UserInputError
 
     model = tiny_model("llama")
     with pytest.raises(UserInputError, match="unknown site 'resid'; available: residual"):

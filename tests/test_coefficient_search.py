@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trait_interp.coefficient_search import (
+from trait_interp.steering.coefficient_search import (
     SearchSettings,
     StepResult,
     best_step,

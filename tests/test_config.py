@@ -1,4 +1,4 @@
-"""Tests for trait_interp.config (strict params -> dataclasses) and trait_interp.layers."""
+"""Tests for trait_interp.core.config (strict params -> dataclasses) and trait_interp.core.layers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Literal
 import pytest
 import yaml
 
-from trait_interp.config import from_mapping, load_yaml, read_params
-from trait_interp.errors import UserInputError
-from trait_interp.layers import normalize_layer, parse_layers
+from trait_interp.core.config import from_mapping, load_yaml, read_params
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.layers import normalize_layer, parse_layers
 
 REPO = Path(__file__).resolve().parents[1]
 WHERE = "params.yaml:section"
@@ -283,12 +283,12 @@ def real_params() -> dict:
 
 
 def test_real_params_sections_parse(real_params: dict) -> None:
-    from trait_interp.capture import ExtractionSettings
-    from trait_interp.extraction import VectorSettings
-    from trait_interp.generation import GenerationSettings
-    from trait_interp.methods import MethodSettings
-    from trait_interp.positions import parse_position, resolve_max_new_tokens
-    from trait_interp.toy import ToyModelSettings, ToyTrainingSettings
+    from trait_interp.extraction.capture import ExtractionSettings
+    from trait_interp.extraction.extract import VectorSettings
+    from trait_interp.core.generation import GenerationSettings
+    from trait_interp.extraction.methods import MethodSettings
+    from trait_interp.core.positions import parse_position, resolve_max_new_tokens
+    from trait_interp.toy.models import ToyModelSettings, ToyTrainingSettings
 
     raw = real_params["extraction"]
     extraction = from_mapping(ExtractionSettings, raw, "params.yaml:extraction")
@@ -316,7 +316,7 @@ def test_real_params_sections_parse(real_params: dict) -> None:
 
 
 def test_real_params_models_parse(real_params: dict) -> None:
-    from trait_interp.models import ModelSpec
+    from trait_interp.core.models import ModelSpec
 
     models = real_params["models"]
     assert models, "params.yaml defines no model"
@@ -329,8 +329,8 @@ def test_real_params_models_parse(real_params: dict) -> None:
 
 
 def test_vector_settings_unknown_method_lists_available() -> None:
-    from trait_interp.extraction import VectorSettings
-    from trait_interp.methods import METHODS
+    from trait_interp.extraction.extract import VectorSettings
+    from trait_interp.extraction.methods import METHODS
 
     with pytest.raises(UserInputError) as err:
         from_mapping(VectorSettings, {"methods": ["probe", "nope"]}, "params.yaml:vectors")

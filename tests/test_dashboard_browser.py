@@ -23,7 +23,7 @@ from tests.dashboard_inputs import LONG_ROW, NEEDLE_ROW, label_of, prompt_text, 
 from tests.test_stages import invoke
 from trait_interp.dashboard.server import address, make_server
 from trait_interp.dashboard.site import export_site, read_data
-from trait_interp.dynamics import smooth, velocity
+from trait_interp.monitoring.dynamics import smooth, velocity
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 WIDTH = 1400

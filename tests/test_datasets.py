@@ -1,4 +1,4 @@
-"""Tests for trait_interp.datasets: the project's datasets, the upstream ones, format variants, bad input.
+"""Tests for trait_interp.core.datasets: the project's datasets, the upstream ones, format variants, bad input.
 
 The expected values are computed from the files themselves with plain ``json`` and ``str`` calls,
 never from the loaders.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from trait_interp.datasets import (
+from trait_interp.core.datasets import (
     Scenario,
     list_traits,
     load_definition,
@@ -24,7 +24,7 @@ from trait_interp.datasets import (
     pair_scenarios,
     trait_dir,
 )
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAITS = REPO / "datasets" / "traits"

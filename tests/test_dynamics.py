@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from schemas.dynamics import Commitment, Dynamics
-from trait_interp.dynamics import acceleration, commitment_point, dynamics_table, smooth, velocity
+from trait_interp.monitoring.dynamics import acceleration, commitment_point, dynamics_table, smooth, velocity
 
 NAN = np.nan
 

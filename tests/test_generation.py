@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from tests.conftest import tiny_model
-from trait_interp.generation import generate_greedy, trim_response
+from trait_interp.core.generation import generate_greedy, trim_response
 
 
 def test_batched_generation_equals_one_at_a_time():

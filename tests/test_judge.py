@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import Reply, merge_top_logprobs
 from trait_interp.judge.cache import JudgeCache, cache_key, new_entry
 from trait_interp.judge.judge import Judge, JudgeRequest, steering_scores, vet_scores
@@ -389,7 +389,7 @@ def test_steering_scores_with_custom_eval_prompt_and_truncation():
 
 
 def test_settings_parse_from_params_and_local_needs_a_model(tmp_path):
-    from trait_interp.config import from_mapping
+    from trait_interp.core.config import from_mapping
 
     settings = from_mapping(
         JudgeSettings,

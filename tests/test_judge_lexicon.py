@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import score_as_logprobs
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge, steering_scores, trait_scores, vet_scores
-from trait_interp.judge.lexicon import Lexicon
-from trait_interp.judge.lexicon_backend import LexiconBackend, coherence_from_nll
+from trait_interp.toy.lexicon import Lexicon
+from trait_interp.toy.lexicon_backend import LexiconBackend, coherence_from_nll
 from trait_interp.judge.scoring import COHERENCE_MIN_MASS, TRAIT_MIN_MASS, aggregate_logprob_score
 from trait_interp.judge.settings import JudgeSettings, make_backend
-from trait_interp.models import ModelSpec
-from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer
+from trait_interp.core.models import ModelSpec
+from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer
 
 REFUSAL = Lexicon(trait=("declined", "refused", "never"), contrast=("helped", "gladly", "sure"))
 SMALL = ToyModelSettings(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=2)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge, JudgeRequest
 from trait_interp.judge.local_backend import LocalBackend
 from trait_interp.judge.scoring import TRAIT_MIN_MASS, aggregate_logprob_score
 from trait_interp.judge.settings import JudgeSettings, make_backend
 from trait_interp.judge.templates import COHERENCE, STEERING_TRAIT
-from trait_interp.models import ModelSpec
-from trait_interp.toy import ToyModelSettings, build_model, train_tokenizer
+from trait_interp.core.models import ModelSpec
+from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer
 
 SMALL = ToyModelSettings(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openai_stub import serve_stub, stub_top_logprobs
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import merge_top_logprobs
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge, JudgeRequest

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model
-from trait_interp.capture import TokenSequence
-from trait_interp.massive_dims import Calibration, calibrate, clean_dims_for, recommended_dims
-from trait_interp.projection import TraitVector, project_sequences
+from trait_interp.core.forward import TokenSequence
+from trait_interp.monitoring.massive_dims import Calibration, calibrate, clean_dims_for, recommended_dims
+from trait_interp.monitoring.projection import TraitVector, project_sequences
 
 SEQUENCES = [
     TokenSequence(prompt_ids=(5, 17, 23, 9, 41, 8), response_ids=(12, 33, 7, 60)),

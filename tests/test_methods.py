@@ -1,4 +1,4 @@
-"""Tests for trait_interp.methods on synthetic activations with a planted direction."""
+"""Tests for trait_interp.extraction.methods on synthetic activations with a planted direction."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trait_interp import methods, metrics
+from trait_interp.extraction import methods
+from trait_interp.core import metrics
 
 HIDDEN = 64
 N_PER_CLASS = 200

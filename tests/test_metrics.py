@@ -1,4 +1,4 @@
-"""Tests for trait_interp.metrics against independent numpy/scipy computations and hand-worked cases."""
+"""Tests for trait_interp.core.metrics against independent numpy/scipy computations and hand-worked cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from trait_interp import metrics
+from trait_interp.core import metrics
 
 
 def _reference_cohens_d(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,15 +12,16 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
-import trait_interp.models as models
-from trait_interp.capture import TokenSequence, capture_pooled
-from trait_interp.errors import UserInputError
-from trait_interp.hooks import output_hooks
-from trait_interp.models import ModelSpec, load_model, load_tokenizer, model_spec
-from trait_interp.sites import input_device
-from trait_interp.positions import parse_position
-from trait_interp.sites import SITES, resolve_site, site_width
-from trait_interp.toy import CHAT_TEMPLATE, LORA_TARGETS, ToyModelSettings, build_model, build_toy_lora
+import trait_interp.core.models as models
+from trait_interp.core.forward import TokenSequence
+from trait_interp.extraction.capture import capture_pooled
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.hooks import output_hooks
+from trait_interp.core.models import ModelSpec, load_model, load_tokenizer, model_spec
+from trait_interp.core.sites import input_device
+from trait_interp.core.positions import parse_position
+from trait_interp.core.sites import SITES, resolve_site, site_width
+from trait_interp.toy.models import CHAT_TEMPLATE, LORA_TARGETS, ToyModelSettings, build_model, build_toy_lora
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
 
@@ -305,7 +306,7 @@ def test_load_local_folder_with_dtype_adapter_and_merge(tmp_path: Path, dtype: s
 
 @pytest.fixture(scope="module")
 def toy_instruct(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trait_interp.toy import train_tokenizer
+    from trait_interp.toy.models import train_tokenizer
 
     corpus = Path(__file__).resolve().parents[1] / "datasets" / "toy" / "tokenizer_corpus.txt"
     lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]

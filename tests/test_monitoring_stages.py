@@ -14,9 +14,9 @@ from schemas.analyses import ClauseDiff, GroupComparison, LaggedCorrelation, Mod
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from tests.test_stages import _fails, invoke, make_params, pipeline  # noqa: F401  (pipeline is a fixture)
-from trait_interp.generation import generate_greedy
-from trait_interp.models import ModelSpec, load_model, load_tokenizer
-from trait_interp.tables import read_table
+from trait_interp.core.generation import generate_greedy
+from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
+from trait_interp.core.tables import read_table
 
 TRAITS = ["behavior/refusal", "copy/refusal"]  # the second is a copy of the first: an exact truth for r
 
@@ -97,7 +97,7 @@ def test_projections_equal_hidden_states_on_the_stored_ids(monitored):
     proj = read_table(root / "inference/projections.parquet", Projections)
     model = load_model(ModelSpec(path=str(tmp / "models/instruct"), dtype="float32"))
     vectors = torch.load if False else None  # noqa: F841 (readability: vectors come from the sidecar file)
-    from trait_interp.vectors import load_vectors
+    from trait_interp.extraction.vectors import load_vectors
 
     v = load_vectors(root / "extraction" / TRAITS[0] / "vectors", "residual", "probe")
     row = table.iloc[2]
@@ -270,7 +270,7 @@ def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
 def test_raw_activations_match_the_projections(monitored, tmp_path):
     from safetensors.torch import load_file
 
-    from trait_interp.vectors import load_vectors
+    from trait_interp.extraction.vectors import load_vectors
 
     tmp, root, _ = monitored
     params = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{

@@ -1,4 +1,4 @@
-"""Tests for trait_interp.positions: hand-worked spans, Python's own slice semantics as the oracle."""
+"""Tests for trait_interp.core.positions: hand-worked spans, Python's own slice semantics as the oracle."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from trait_interp.errors import UserInputError
-from trait_interp.positions import (
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.positions import (
     Position,
     parse_position,
     resolve_max_new_tokens,

@@ -7,8 +7,8 @@ import torch
 
 from schemas.projections import Projections
 from tests.conftest import tiny_model
-from trait_interp.capture import TokenSequence
-from trait_interp.projection import TraitVector, project_sequences, to_long_rows
+from trait_interp.core.forward import TokenSequence
+from trait_interp.monitoring.projection import TraitVector, project_sequences, to_long_rows
 
 SEQUENCES = [
     TokenSequence(prompt_ids=(5, 17, 23, 9, 41, 8), response_ids=(12, 33, 7, 60)),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trait_interp.errors import UserInputError
-from trait_interp.prompting import PromptSpec, check_single_bos, left_pad, prompt_ids, render_chat, uses_chat_template
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.prompting import PromptSpec, check_single_bos, left_pad, prompt_ids, render_chat, uses_chat_template
 
 NO_SYSTEM_TEMPLATE = (  # like Gemma-2's: raises on a system turn
     "{{ bos_token }}{% for m in messages %}"
@@ -47,7 +47,7 @@ def test_completion_mode_adds_exactly_one_bos(base_tokenizer):
 
 
 def test_completion_mode_without_bos_tokenizer_adds_none(base_tokenizer, corpus_lines):
-    from trait_interp.toy import train_tokenizer
+    from trait_interp.toy.models import train_tokenizer
 
     tok = train_tokenizer(corpus_lines, 300, chat=False)
     tok.backend_tokenizer.post_processor = None  # like Qwen: no BOS at all

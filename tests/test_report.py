@@ -16,8 +16,8 @@ from tests.dashboard_inputs import (
 )
 from tests.test_stages import invoke
 from trait_interp.dashboard.site import data_script, export_site, is_site, read_data
-from trait_interp.evaluation import best_index
-from trait_interp.tables import read_table
+from trait_interp.extraction.evaluation import best_index
+from trait_interp.core.tables import read_table
 
 
 def _data(site: Path, key: str):

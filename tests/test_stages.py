@@ -19,7 +19,7 @@ from schemas.steering import SteeringCurve, SteeringResponses
 from schemas.vetting import VettingScores
 from stages.cli import STAGES, app
 from tests.conftest import CORPUS, REPO, TINY_TRAINING
-from trait_interp.tables import read_table
+from trait_interp.core.tables import read_table
 
 runner = CliRunner()
 LEXICON = REPO / "datasets/toy/lexicon.json"
@@ -210,8 +210,8 @@ def test_bad_inputs_give_one_line_errors_and_no_output(pipeline, tmp_path):
 
 
 def test_unknown_trait_and_bad_json_files(tmp_path):
-    from trait_interp.datasets import load_prompt_set, load_steering_questions, trait_dir
-    from trait_interp.errors import UserInputError
+    from trait_interp.core.datasets import load_prompt_set, load_steering_questions, trait_dir
+    from trait_interp.core.errors import UserInputError
 
     with pytest.raises(UserInputError, match="unknown trait 'behavior/nope'"):
         trait_dir(REPO / "datasets/traits", "behavior/nope")

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tests.conftest import tiny_model
-from trait_interp.capture import TokenSequence
-from trait_interp.errors import UserInputError
-from trait_interp.generation import generate_greedy
-from trait_interp.sites import resolve_site
-from trait_interp.steering import (
+from trait_interp.core.forward import TokenSequence
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.generation import generate_greedy
+from trait_interp.core.sites import resolve_site
+from trait_interp.steering.interventions import (
     SteeringTerm,
     ablation,
     batched_steering,

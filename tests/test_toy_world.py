@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from tests.conftest import CORPUS, REPO
-from trait_interp.errors import UserInputError
-from trait_interp.judge.lexicon import Lexicon, lexicon_for, load_lexicons
-from trait_interp.toy import train_tokenizer
-from trait_interp.toy_world import CUT, cut, fill, generate_corpus, load_world
+from trait_interp.core.errors import UserInputError
+from trait_interp.toy.lexicon import Lexicon, lexicon_for, load_lexicons
+from trait_interp.toy.models import train_tokenizer
+from trait_interp.toy.world import CUT, cut, fill, generate_corpus, load_world
 
 WORLD = REPO / "datasets/toy/world.json"
 LEXICON = REPO / "datasets/toy/lexicon.json"

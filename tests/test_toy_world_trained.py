@@ -22,8 +22,8 @@ from schemas.steering import SteeringCurve
 from schemas.vetting import VettingScores
 from stages.cli import app
 from tests.conftest import CORPUS, REPO
-from trait_interp.judge.lexicon import lexicon_for
-from trait_interp.tables import read_table
+from trait_interp.toy.lexicon import lexicon_for
+from trait_interp.core.tables import read_table
 
 TRAIT = "behavior/refusal"
 LEXICON = REPO / "datasets/toy/lexicon.json"

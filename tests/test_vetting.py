@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trait_interp.errors import UserInputError
-from trait_interp.vetting import VettingSettings, check_enough, verdicts
+from trait_interp.core.errors import UserInputError
+from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 
 PAIRS = [0, 0, 1, 1, 2, 2]
 SIDES = ["positive", "negative"] * 3

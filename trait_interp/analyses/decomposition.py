@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trait_interp.metrics import Scores, midpoint_threshold
+from trait_interp.core.metrics import Scores, midpoint_threshold
 
 QUADRANTS = ("high_x/high_y", "high_x/low_y", "low_x/high_y", "low_x/low_y")
 

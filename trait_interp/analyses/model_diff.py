@@ -15,7 +15,7 @@ import torch
 from scipy import stats
 
 from trait_interp.analyses.group_comparison import VECTOR_KEYS, response_means
-from trait_interp.metrics import cohens_d
+from trait_interp.core.metrics import cohens_d
 
 CLAUSE_DELIMITERS = (",", ".", ";", "—", "\n", "!", "?", ":")
 _ROW_KEYS = ["prompt_id", "frame", "token_index", *VECTOR_KEYS]

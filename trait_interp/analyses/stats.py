@@ -1,6 +1,6 @@
 """Two-group statistics: signed Cohen's d with a percentile-bootstrap interval and Welch's p-value.
 
-Conventions follow ``trait_interp.metrics`` (d is ``mean_a - mean_b`` over the pooled sd, ddof=1,
+Conventions follow ``trait_interp.core.metrics`` (d is ``mean_a - mean_b`` over the pooled sd, ddof=1,
 and 0.0 when both groups are constant). Where a group has fewer than 2 values, d, its interval and
 the p-value are undefined: they come back NaN rather than raising, so one thin group in a table of
 many (trait, layer) rows does not stop the whole analysis.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trait_interp.metrics import Scores, cohens_d, welch_p_value
+from trait_interp.core.metrics import Scores, cohens_d, welch_p_value
 
 NAN = float("nan")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trait_interp.dashboard.jsonable import num, nums
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 
 MODES = ("recommended", "top_k")  # the massive-dim cleaning modes (besides none)
 MAX_FILTER_VALUES = 200  # a field with more distinct values than this is searchable, not a filter

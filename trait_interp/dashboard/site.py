@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trait_interp.io import atomic_dir
+from trait_interp.core.io import atomic_dir
 
 WEB = Path(__file__).parent / "web"  # index.html, style.css, js/
 MARKERS = ("index.html", "data/index.js")  # what makes a folder a built dashboard

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.templates import Messages
 
 REQUEST_SETTINGS: Mapping[str, Any] = {

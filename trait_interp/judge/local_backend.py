@@ -2,7 +2,7 @@
 
 The messages are rendered with the model's chat template when it has one (a system turn the
 template rejects is merged into the user turn, so the rubric always reaches the model), else as
-plain text ``System: ...\\nUser: ...\\nAssistant:``; either way through ``trait_interp.prompting``,
+plain text ``System: ...\\nUser: ...\\nAssistant:``; either way through ``trait_interp.core.prompting``,
 so there is never a double BOS. Requests are left-padded in batches with explicit position ids.
 
 The score reads the FIRST token only, so every integer 0..100 must be one token of the
@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import TOP_LOGPROBS, OnReply, Reply, merge_top_logprobs
 from trait_interp.judge.templates import Messages
-from trait_interp.models import ModelSpec, load_model, load_tokenizer
-from trait_interp.prompting import PromptSpec, left_pad, prompt_ids, uses_chat_template
+from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
+from trait_interp.core.prompting import PromptSpec, left_pad, prompt_ids, uses_chat_template
 
 
 class LocalBackend:

@@ -28,7 +28,7 @@ from pathlib import Path
 import openai
 from tqdm.auto import tqdm
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import TOP_LOGPROBS, OnReply, Reply, merge_top_logprobs
 from trait_interp.judge.cache import REQUEST_SETTINGS
 from trait_interp.judge.templates import Messages

@@ -9,8 +9,7 @@ from typing import Any
 
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge
-from trait_interp.judge.lexicon import lexicon_for
-from trait_interp.judge.settings import JudgeSettings, make_backend
+from trait_interp.judge.settings import JudgeSettings, make_backend, toy_module
 
 
 @contextmanager
@@ -20,17 +19,13 @@ def open_judge(
     """Build the backend first (an openai backend checks its key before anything loads), then the cache.
 
     ``trait`` and the ``lexicon`` file are read only by the lexicon backend (the toy world's oracle).
-    The cache file always exists afterwards (DVC requires its outputs), also when nothing was judged.
     """
     planted = None
     if settings.backend == "lexicon" and trait is not None and lexicon is not None:
-        planted = (trait, lexicon_for(lexicon, trait))
+        planted = (trait, toy_module(where, "lexicon").lexicon_for(lexicon, trait))
     backend = make_backend(settings, where, planted)
-    cache_path = Path(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with JudgeCache.open(cache_path) as cache:
+    with JudgeCache.open(Path(cache_path)) as cache:
         yield Judge(backend, cache)
-    cache_path.touch(exist_ok=True)
 
 
 def judge_summary(judge: Judge, settings: JudgeSettings) -> dict[str, Any]:

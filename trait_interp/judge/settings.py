@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from trait_interp.errors import UserInputError
+from trait_interp.core.errors import UserInputError
 from trait_interp.judge.backends import FieldBackend, JudgeBackend
-from trait_interp.judge.lexicon import Lexicon
 from trait_interp.judge.openai_backend import openai_backend_from_env
-from trait_interp.models import ModelSpec, check_spec
+from trait_interp.core.models import ModelSpec, check_spec
+
+if TYPE_CHECKING:  # the toy world's package is loaded only for the lexicon backend
+    from trait_interp.toy.lexicon import Lexicon
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,27 @@ def make_backend(
                 "datasets/toy/lexicon.json (see dvc.yaml)"
             )
         scorer = check_local_spec(settings.local_model, f"{where}.local_model")
-        from trait_interp.judge.lexicon_backend import LexiconBackend  # torch only when needed
-
+        LexiconBackend = toy_module(where, "lexicon_backend").LexiconBackend  # torch only when needed
         return LexiconBackend(lexicon[0], lexicon[1], scorer, batch_size=settings.batch_size)
     spec = check_local_spec(settings.local_model, f"{where}.local_model")
     from trait_interp.judge.local_backend import LocalBackend  # torch/transformers only when needed
 
     return LocalBackend(spec, batch_size=settings.batch_size)
+
+
+def toy_module(where: str, name: str):
+    """A module of the toy world's package, which the lexicon backend lives in (it may be deleted)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"trait_interp.toy.{name}")
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("trait_interp.toy"):
+            raise
+        raise UserInputError(
+            f"{where}.backend: lexicon is the toy world's oracle and trait_interp/toy is not installed; "
+            "use backend: local or openai"
+        ) from None
 
 
 def check_local_spec(spec: ModelSpec | None, where: str) -> ModelSpec:

@@ -1,0 +1,130 @@
+"""Params files -> frozen dataclasses, strictly.
+
+A stage reads exactly the dotted keys it declares in ``dvc.yaml`` (``read_params``), and turns
+each section into a frozen dataclass (``from_mapping``), where an unknown key is an error: a typo
+in ``params.yaml`` must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from trait_interp.core.errors import UserInputError
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserInputError(f"{path}{where}: invalid YAML ({err.__class__.__name__}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: expected a mapping of params at the top level")
+    return data
+
+
+def get_key(data: Mapping[str, Any], dotted: str, source: str) -> Any:
+    """Look up ``a.b.c`` in nested mappings; a missing key names the file and the key."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise UserInputError(f"{source}: missing param '{dotted}'; add it (see the README's params section)")
+        node = node[part]
+    return node
+
+
+def read_params(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Return ``{dotted_key: value}`` for exactly ``keys`` from the params file at ``path``."""
+    data = load_yaml(path)
+    return {key: get_key(data, key, str(path)) for key in keys}
+
+
+def from_mapping(cls: type[T], data: Any, where: str) -> T:
+    """Build the frozen dataclass ``cls`` from a mapping; unknown or missing keys are errors.
+
+    ``where`` names the section for error messages, e.g. ``params.yaml:extraction``.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UserInputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserInputError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise UserInputError(f"{where}: missing required key '{name}'")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and lightly convert) a YAML value against a type hint; lists become tuples."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserInputError as err:
+                errors.append(str(err))
+        if len(errors) == 1:
+            raise UserInputError(errors[0])
+        options = " or ".join(e.split(": ", 1)[-1] for e in errors)
+        raise UserInputError(f"{where}: invalid value {value!r} ({options})")
+    if origin is typing.Literal:
+        if value not in args:
+            raise UserInputError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise UserInputError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserInputError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserInputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserInputError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserInputError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, where)  # type: ignore[arg-type]
+    return value

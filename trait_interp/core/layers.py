@@ -1,0 +1,63 @@
+"""The one layer-index convention, written once.
+
+Layer ``i`` is the output of decoder block ``i``, 0-based (= HF ``hidden_states[i + 1]``, except
+for the last block, whose ``hidden_states`` entry has the final norm applied). Negative indices
+count from the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trait_interp.core.errors import UserInputError
+
+
+def normalize_layer(layer: int, n_layers: int) -> int:
+    """Map ``-1`` to ``n_layers - 1`` etc.; out of range is a user error."""
+    if not -n_layers <= layer < n_layers:
+        raise UserInputError(
+            f"layer {layer} is out of range for a model with {n_layers} layers "
+            f"(use 0..{n_layers - 1} or -{n_layers}..-1)"
+        )
+    return layer % n_layers
+
+
+def parse_layers(spec: str | int | Sequence[int], n_layers: int) -> tuple[int, ...]:
+    """``all``, an int, a list of ints, or ``a:b`` (Python range) -> sorted unique layer indices."""
+    if isinstance(spec, bool):
+        raise UserInputError(f"invalid layers spec {spec!r}")
+    if isinstance(spec, int):
+        return (normalize_layer(spec, n_layers),)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text == "all":
+            return tuple(range(n_layers))
+        if ":" in text:
+            parts = text.split(":")
+            try:
+                bounds = [int(p) if p else None for p in parts]
+            except ValueError:
+                raise UserInputError(f"invalid layers spec '{spec}'; use all, 5, [2, 3] or 2:6") from None
+            selected = range(n_layers)[slice(*bounds)]
+            if not selected:
+                raise UserInputError(f"layers spec '{spec}' selects no layer of {n_layers}")
+            return tuple(selected)
+        try:
+            return (normalize_layer(int(text), n_layers),)
+        except ValueError:
+            raise UserInputError(f"invalid layers spec '{spec}'; use all, 5, [2, 3] or 2:6") from None
+    layers = sorted({normalize_layer(int(x), n_layers) for x in spec})
+    if not layers:
+        raise UserInputError("layers list is empty; name at least one layer or use all")
+    return tuple(layers)
+
+
+def best_offset(spec: object) -> int | None:
+    """``best`` -> 0, ``best+2`` -> 2, ``best-1`` -> -1; None when ``spec`` does not name ``best``."""
+    if not isinstance(spec, str) or not spec.replace(" ", "").startswith("best"):
+        return None
+    text = spec.replace(" ", "")[4:]
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        raise UserInputError(f"layer: '{spec}' is not understood; use an int, a list, best or best+N") from None

@@ -1,0 +1,87 @@
+"""Self-describing vector files: ``[n_layers, hidden]`` float32 unit vectors + a JSON sidecar.
+
+One file per (variant, trait, position, site, method): ``<method>.safetensors`` holds ``vectors``
+and ``layers`` (the layer index of each row); ``<method>.json`` holds the provenance and the
+per-layer train metrics and mean activation norms (for coefficient scaling when steering).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import write_json, write_with
+
+LAYER_CONVENTION = "layer i = output of decoder block i, 0-based (= HF hidden_states[i+1])"
+
+
+@dataclass(frozen=True)
+class VectorMetadata:
+    trait: str
+    variant: str
+    model: str  # hub id or local path
+    revision: str | None
+    adapter: str | None
+    site: str
+    position: str
+    method: str
+    method_params: dict[str, Any]
+    dataset_hash: str
+    n_train: int
+    n_val: int
+    layers: list[int]
+    train_metrics: dict[str, dict[str, float]]  # str(layer) -> {metric: value}
+    activation_norms: dict[str, float]  # str(layer) -> mean ||h|| over train examples
+    layer_convention: str = LAYER_CONVENTION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VectorSet:
+    vectors: torch.Tensor  # [n_layers, hidden] float32, unit rows
+    metadata: VectorMetadata
+
+    def layer(self, layer: int) -> torch.Tensor:
+        try:
+            row = self.metadata.layers.index(layer)
+        except ValueError:
+            raise UserInputError(
+                f"no vector for layer {layer} ({self.metadata.trait}, {self.metadata.method}); "
+                f"layers extracted: {self.metadata.layers}"
+            ) from None
+        return self.vectors[row]
+
+
+def vector_paths(directory: Path, site: str, method: str) -> tuple[Path, Path]:
+    base = Path(directory) / site / method
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def save_vectors(directory: Path, vector_set: VectorSet) -> None:
+    meta = vector_set.metadata
+    tensor_path, json_path = vector_paths(directory, meta.site, meta.method)
+    tensors = {
+        "vectors": vector_set.vectors.float().contiguous(),
+        "layers": torch.tensor(meta.layers, dtype=torch.int64),
+    }
+    # no safetensors header metadata: its key order is not stable across processes, which would
+    # make identical vectors hash differently for DVC; the JSON sidecar carries the provenance
+    write_with(tensor_path, lambda tmp: save_file(tensors, str(tmp)))
+    write_json(json_path, asdict(meta))
+
+
+def load_vectors(directory: Path, site: str, method: str) -> VectorSet:
+    tensor_path, json_path = vector_paths(directory, site, method)
+    if not tensor_path.is_file() or not json_path.is_file():
+        raise UserInputError(f"{tensor_path}: no vectors for site '{site}' method '{method}'; run extract_vectors")
+    tensors = load_file(str(tensor_path))
+    meta = VectorMetadata(**json.loads(json_path.read_text(encoding="utf-8")))
+    if tensors["layers"].tolist() != meta.layers:
+        raise UserInputError(f"{tensor_path}: layers do not match its sidecar {json_path}")
+    return VectorSet(vectors=tensors["vectors"], metadata=meta)

@@ -1,0 +1,1 @@
+"""Monitoring: per-token projections on trait vectors, their dynamics, massive-dim calibration, raw capture."""

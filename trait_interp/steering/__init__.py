@@ -1,0 +1,1 @@
+"""Steering: interventions inside a ``with`` block, the coefficient search, and the judged evaluation of a trait."""
