@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schemas.projections import Projections  # noqa: E402
-from trait_interp.core.forward import TokenSequence  # noqa: E402
 from trait_interp.core.datasets import load_prompt_set  # noqa: E402
-from trait_interp.monitoring.dynamics import dynamics_table  # noqa: E402
+from trait_interp.core.forward import TokenSequence  # noqa: E402
 from trait_interp.core.generation import generate_greedy  # noqa: E402
-from trait_interp.monitoring.projection import TraitVector, project_sequences, to_long_rows  # noqa: E402
 from trait_interp.core.prompting import PromptSpec, left_pad, prompt_ids, token_strings  # noqa: E402
+from trait_interp.monitoring.dynamics import dynamics_table  # noqa: E402
+from trait_interp.monitoring.projection import TraitVector, project_sequences, to_long_rows  # noqa: E402
 from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
 
 JAILBREAK = Path("/work/shared/upstream-datasets/inference/jailbreak/original.json")

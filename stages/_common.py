@@ -1,18 +1,21 @@
-"""What every stage shares: the params option, reading declared keys, user-facing errors."""
+"""What every stage shares: the params option, reading declared keys, path patterns, user-facing errors."""
 
 from __future__ import annotations
 
 import functools
+import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from trait_interp.core.config import read_params
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.models import ModelSpec, model_spec
+
+if TYPE_CHECKING:  # torch and transformers load with the stages that use a model, not with every command
+    from trait_interp.core.models import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,12 +52,16 @@ def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) 
 
 def chosen_model(values: dict[str, Any], role: str, params_path: Path) -> tuple[str, ModelSpec]:
     """The registry entry named by ``role`` (e.g. ``extraction_model``), read via ``models.{role}``."""
+    from trait_interp.core.models import model_spec
+
     key = values[role]
     return key, model_spec({key: values[f"models.{{{role}}}"]}, key, str(params_path))
 
 
 def named_model(values: dict[str, Any], key: str, params_path: Path) -> tuple[str, ModelSpec]:
     """The registry entry ``key`` given on the command line, read via ``models.{model}``."""
+    from trait_interp.core.models import model_spec
+
     return key, model_spec({key: values["models.{model}"]}, key, str(params_path))
 
 
@@ -63,3 +70,28 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
     if value is None or value != value:
         return None
     return round(float(value), digits)
+
+
+def fill_pattern(pattern: str, option: str, **values: str) -> Path:
+    """A path from a pattern option of dvc.yaml, e.g. ``.../{trait}/vectors`` with ``trait=...``.
+
+    Stages that read one artifact per trait (or model, prompt set) take the layout as a pattern, so
+    the experiment's folder layout is written in dvc.yaml alone. The pattern must name exactly the
+    placeholders given.
+    """
+    named = {field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None}
+    if named != set(values):
+        wanted = ", ".join("{" + name + "}" for name in sorted(values))
+        raise UserInputError(f"--{option} '{pattern}': the pattern must contain exactly {wanted}")
+    return Path(pattern.format(**values))
+
+
+def per_trait(pattern: str, option: str, traits: Any) -> dict[str, Path]:
+    """``{trait: path}`` for every trait, from a ``{trait}`` pattern option."""
+    return {str(trait): fill_pattern(pattern, option, trait=str(trait)) for trait in traits}
+
+
+def touch_output(path: Path) -> None:
+    """Make sure a declared output file exists (DVC fails a stage whose output is missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=True)

@@ -13,7 +13,11 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import atomic_dir, write_json, write_with
 from trait_interp.toy.lexicon import load_lexicons
-from trait_interp.toy.models import ToyModelSettings, add_number_tokens, build_judge_model
+from trait_interp.toy.models import (
+    ToyModelSettings,
+    add_number_tokens,
+    build_judge_model,
+)
 from trait_interp.toy.training import TrainResult, train_toy_models
 from trait_interp.toy.world import load_world
 

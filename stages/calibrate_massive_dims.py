@@ -10,13 +10,13 @@ import typer
 
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, named_model, stage_params, user_errors
-from trait_interp.core.forward import TokenSequence
 from trait_interp.core.config import from_mapping
+from trait_interp.core.forward import TokenSequence
 from trait_interp.core.io import write_json
-from trait_interp.monitoring.massive_dims import calibrate
 from trait_interp.core.models import load_model
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table
+from trait_interp.monitoring.massive_dims import calibrate
 
 PARAMS = ("models.{model}", "massive_dims")
 

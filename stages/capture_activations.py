@@ -14,18 +14,25 @@ from schemas.examples import Examples
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
 from stages._common import ParamsOption, chosen_model, stage_params, user_errors
-from trait_interp.extraction.activation_store import save_activations
-from trait_interp.core.forward import TokenSequence
-from trait_interp.extraction.capture import ExtractionSettings, capture_pooled
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import atomic_dir, write_json
+from trait_interp.core.forward import pad_token_id, token_sequences
+from trait_interp.core.io import atomic_dir
 from trait_interp.core.layers import parse_layers
 from trait_interp.core.models import load_model
 from trait_interp.core.positions import parse_position
 from trait_interp.core.sites import check_site, num_layers
-from trait_interp.extraction.split import assign_split
 from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.activation_store import (
+    ACTIVATIONS_FILE,
+    EXAMPLES_FILE,
+    META_FILE,
+    ActivationsMeta,
+    save_activations,
+    write_meta,
+)
+from trait_interp.extraction.capture import ExtractionSettings, capture_pooled
+from trait_interp.extraction.split import assign_split
 
 PARAMS = ("extraction_model", "models.{extraction_model}", "extraction")
 
@@ -67,9 +74,9 @@ def main(
 
     model = load_model(spec)
     layers = parse_layers(settings.layers, num_layers(model))
-    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    pooled = capture_pooled(model, sequences, position, sites, layers, pad_id, settings.batch_size, progress=True)
+    sequences = token_sequences(table["prompt_ids"], table["response_ids"])
+    pooled = capture_pooled(model, sequences, position, sites, layers, pad_token_id(model), settings.batch_size,
+                            progress=True)
 
     groups = table["pair_index"] if settings.paired else list(zip(table["polarity"], table["pair_index"]))
     split_of = assign_split(list(groups), settings.val_fraction, settings.split_seed)
@@ -83,30 +90,28 @@ def main(
         }
     )
     n_empty = int((examples["n_tokens"] == 0).sum())
+    meta = ActivationsMeta(
+        trait=str(table["trait"].iloc[0]),
+        variant=key,
+        model=spec.source,
+        revision=spec.revision,
+        adapter=None,
+        position=str(position),
+        sites=sites,
+        layers=tuple(layers),
+        paired=settings.paired,
+        val_fraction=settings.val_fraction,
+        split_seed=settings.split_seed,
+        dataset_hash=dataset_hash(table),
+        n_examples=len(table),
+        n_generated=n_generated,
+        vetting=None if vetting is None else str(vetting),
+        n_empty_selection=n_empty,
+    )
     with atomic_dir(out) as tmp:
-        save_activations(tmp / "activations.safetensors", pooled.acts, layers)
-        write_table(examples, Examples, tmp / "examples.csv")
-        write_json(
-            tmp / "meta.json",
-            {
-                "trait": str(table["trait"].iloc[0]),
-                "variant": key,
-                "model": spec.source,
-                "revision": spec.revision,
-                "adapter": None,
-                "position": str(position),
-                "sites": list(sites),
-                "layers": list(layers),
-                "paired": settings.paired,
-                "val_fraction": settings.val_fraction,
-                "split_seed": settings.split_seed,
-                "dataset_hash": dataset_hash(table),
-                "n_examples": len(table),
-                "n_generated": n_generated,
-                "vetting": None if vetting is None else str(vetting),
-                "n_empty_selection": n_empty,
-            },
-        )
+        save_activations(tmp / ACTIVATIONS_FILE, pooled.acts, layers)
+        write_table(examples, Examples, tmp / EXAMPLES_FILE)
+        write_meta(tmp / META_FILE, meta)
     if n_empty:
         typer.echo(f"warning: {n_empty} examples selected no token at {position}; they are excluded", err=True)
     typer.echo(f"captured {len(table)} examples x {len(sites)} sites x {len(layers)} layers -> {out}")

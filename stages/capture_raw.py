@@ -16,14 +16,14 @@ import typer
 
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, named_model, stage_params, user_errors
-from trait_interp.core.forward import TokenSequence
 from trait_interp.core.config import from_mapping
+from trait_interp.core.forward import TokenSequence
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.layers import parse_layers
 from trait_interp.core.models import load_model
-from trait_interp.monitoring.raw_capture import capture_tokens, save_token_activations
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table
+from trait_interp.monitoring.raw_capture import capture_tokens, save_token_activations
 
 PARAMS = ("models.{model}", "raw_activations.site", "raw_activations.layers", "raw_activations.batch_size")
 

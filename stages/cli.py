@@ -1,67 +1,98 @@
-"""``trait-interp <stage>``: every DVC stage as a command (also ``python -m stages``)."""
+"""``trait-interp <stage>``: every DVC stage as a command (also ``python -m stages``).
+
+Commands load lazily: ``trait-interp <stage> ...`` imports that stage's module alone (and through it
+only the library it uses), never every stage, so a stage starts in about a second and the toy
+world's stages can be deleted with the toy package. ``--help`` lists the commands from each module's
+docstring without importing any.
+"""
 
 from __future__ import annotations
 
+import ast
+import importlib
+from pathlib import Path
+
+import click
 import typer
 
-from stages import (
-    build_toy_lora,
-    build_toy_models,
-    calibrate_massive_dims,
-    capture_activations,
-    capture_raw,
-    compare_groups,
-    compare_judged_groups,
-    cross_evaluate,
-    decompose,
-    evaluate_vectors,
-    extract_vectors,
-    generate_inference,
-    generate_responses,
-    label_responses,
-    model_diff,
-    project,
-    report,
-    serve,
-    steering_eval,
-    trait_correlation,
-    vet_responses,
-)
+HERE = Path(__file__).parent
+
+# command -> module of stages/ (a DVC stage of the same name, with underscores)
+STAGES = {
+    "build-toy-models": "build_toy_models",
+    "build-toy-lora": "build_toy_lora",
+    "generate-responses": "generate_responses",
+    "vet-responses": "vet_responses",
+    "capture-activations": "capture_activations",
+    "extract-vectors": "extract_vectors",
+    "evaluate-vectors": "evaluate_vectors",
+    "steering-eval": "steering_eval",
+    "generate-inference": "generate_inference",
+    "calibrate-massive-dims": "calibrate_massive_dims",
+    "project": "project",
+    "capture-raw": "capture_raw",
+    "label-responses": "label_responses",
+    "compare-groups": "compare_groups",
+    "compare-judged-groups": "compare_judged_groups",
+    "trait-correlation": "trait_correlation",
+    "decompose": "decompose",
+    "model-diff": "model_diff",
+    "cross-evaluate": "cross_evaluate",
+    "report": "report",
+}
+COMMANDS = {**STAGES, "serve": "serve"}  # serve is not a stage: it serves (or exports) what report built
+
+
+def available() -> dict[str, str]:
+    """The commands whose module is present (the toy stages go with the toy package)."""
+    return {name: module for name, module in COMMANDS.items() if (HERE / f"{module}.py").is_file()}
+
+
+def summary(module: str) -> str:
+    """The first line of a stage module's docstring, read without importing it."""
+    doc = ast.get_docstring(ast.parse((HERE / f"{module}.py").read_text(encoding="utf-8"))) or ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    first = first.split(": ", 1)[-1] if first.startswith("Stage ") else first
+    return first[:1].upper() + first[1:]
+
+
+class LazyStages(typer.core.TyperGroup):
+    """A command group that imports a stage's module only when that command runs (or shows its help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(available())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = available().get(name)
+        if module is None:
+            return None
+        stage = importlib.import_module(f"stages.{module}")
+        single = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+        single.command(name=name)(stage.main)
+        command = typer.main.get_command(single)
+        command.name = name
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary(module)) for name, module in available().items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 app = typer.Typer(
+    cls=LazyStages,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,  # keep secrets (API keys) out of tracebacks
     help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage, "
     "except serve (the dashboard).",
 )
 
-STAGES = {
-    "build-toy-models": build_toy_models,
-    "build-toy-lora": build_toy_lora,
-    "generate-responses": generate_responses,
-    "vet-responses": vet_responses,
-    "capture-activations": capture_activations,
-    "extract-vectors": extract_vectors,
-    "evaluate-vectors": evaluate_vectors,
-    "steering-eval": steering_eval,
-    "generate-inference": generate_inference,
-    "calibrate-massive-dims": calibrate_massive_dims,
-    "project": project,
-    "capture-raw": capture_raw,
-    "label-responses": label_responses,
-    "compare-groups": compare_groups,
-    "compare-judged-groups": compare_judged_groups,
-    "trait-correlation": trait_correlation,
-    "decompose": decompose,
-    "model-diff": model_diff,
-    "cross-evaluate": cross_evaluate,
-    "report": report,
-}
 
-for _name, _module in STAGES.items():
-    app.command(name=_name)(_module.main)
-app.command(name="serve")(serve.main)  # not a stage: serves (or exports) what the report stage built
+@app.callback()
+def _group() -> None:  # the group itself does nothing; its help is the app's
+    pass
 
 
 def main() -> None:

@@ -6,32 +6,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from schemas.analyses import GroupComparison
 from schemas.projections import Projections
 from stages._common import ParamsOption, rounded, stage_params, user_errors
-from trait_interp.analyses.group_comparison import compare_groups, labels_from_field, response_means
+from trait_interp.analyses.group_comparison import (
+    compare_groups,
+    labels_from_field,
+    read_labels,
+    response_means,
+)
 from trait_interp.analyses.settings import AnalysisSettings
-from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import load_prompt_set
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
 from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("analyses.n_boot", "analyses.seed")
-
-
-def read_labels(labels_file: Path) -> dict[str, str]:
-    """A labels file: CSV with columns prompt_id, label."""
-    try:
-        table = pd.read_csv(labels_file, dtype=str)
-    except (OSError, pd.errors.ParserError) as err:
-        raise UserInputError(f"{labels_file}: cannot read labels ({err}); expected CSV columns prompt_id,label") from None
-    if not {"prompt_id", "label"} <= set(table.columns):
-        raise UserInputError(f"{labels_file}: expected CSV columns prompt_id,label; found {list(table.columns)}")
-    return dict(zip(table["prompt_id"], table["label"]))
 
 
 @user_errors

@@ -11,24 +11,27 @@ import typer
 
 from schemas.analyses import CrossEvaluation
 from schemas.examples import Examples
-from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.extraction.activation_store import load_activations
+from stages._common import ParamsOption, per_trait, stage_params, user_errors
 from trait_interp.analyses.cross_evaluation import cross_accuracy
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
 from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.activation_store import (
+    ACTIVATIONS_FILE,
+    EXAMPLES_FILE,
+    load_activations,
+)
 from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = ("analyses.cross_evaluation",)
 
 
-def split_rows(root: Path, trait: str, site: str, split: str):
-    """(acts [n, n_layers, hidden], polarity) of one split of a trait's pooled activations."""
-    folder = root / trait / "activations"
-    stored = load_activations(folder / "activations.safetensors")
+def split_rows(folder: Path, site: str, split: str):
+    """(acts [n, n_layers, hidden], polarity) of one split of a trait's pooled activations (its folder)."""
+    stored = load_activations(folder / ACTIVATIONS_FILE)
     if site not in stored.acts:
         raise UserInputError(f"{folder}: no activations for site '{site}'; add it to extraction.sites")
-    examples = read_table(folder / "examples.csv", Examples)
+    examples = read_table(folder / EXAMPLES_FILE, Examples)
     rows = examples[(examples["split"] == split) & (examples["n_tokens"] > 0)]
     index = torch.tensor(rows["row"].to_numpy(), dtype=torch.long)
     return stored.acts[site][index], rows["polarity"].to_numpy(), stored.layers
@@ -36,7 +39,8 @@ def split_rows(root: Path, trait: str, site: str, split: str):
 
 @user_errors
 def main(
-    extraction_root: Annotated[Path, typer.Option(help="Folder holding <trait>/activations and <trait>/vectors.")],
+    activations: Annotated[str, typer.Option(help="Each trait's activations folder, a pattern with {trait}.")],
+    vectors: Annotated[str, typer.Option(help="Each trait's vectors folder, a pattern with {trait}.")],
     out: Annotated[Path, typer.Option(help="Cross-evaluation table to write (.csv).")],
     metrics: Annotated[Path, typer.Option(help="Metrics (.json): mean off-diagonal accuracy per method.")],
     params: ParamsOption = Path("params.yaml"),
@@ -46,19 +50,20 @@ def main(
     traits, methods, site = list(settings["traits"]), list(settings["methods"]), str(settings["site"])
     if len(traits) < 2:
         raise UserInputError(f"{params}:analyses.cross_evaluation.traits: name at least two traits")
+    activation_dirs, vector_dirs = per_trait(activations, "activations", traits), per_trait(vectors, "vectors", traits)
     heldout, train, layers = {}, {}, None
     for trait in traits:
-        acts, polarity, layers_t = split_rows(extraction_root, trait, site, "val")
+        acts, polarity, layers_t = split_rows(activation_dirs[trait], site, "val")
         heldout[trait] = (acts, polarity)
-        train_acts, train_pol, _ = split_rows(extraction_root, trait, site, "train")
+        train_acts, train_pol, _ = split_rows(activation_dirs[trait], site, "train")
         train[trait] = (train_acts, train_pol)
         if layers is not None and layers_t != layers:
-            raise UserInputError(f"{extraction_root / trait}: captured layers {layers_t} differ from {layers}")
+            raise UserInputError(f"{activation_dirs[trait]}: captured layers {layers_t} differ from {layers}")
         layers = layers_t
     tables = []
     for method in methods:
-        vectors = {trait: load_vectors(extraction_root / trait / "vectors", site, method).vectors for trait in traits}
-        table = cross_accuracy(vectors, heldout, list(layers), train=train)
+        by_trait = {trait: load_vectors(vector_dirs[trait], site, method).vectors for trait in traits}
+        table = cross_accuracy(by_trait, heldout, list(layers), train=train)
         tables.append(table.assign(method=method, site=site))
     table = pd.concat(tables, ignore_index=True)
     write_table(table, CrossEvaluation, out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +11,17 @@ import typer
 from schemas.evaluation import VectorEvaluation
 from schemas.examples import Examples
 from stages._common import user_errors
-from trait_interp.extraction.activation_store import load_activations
-from trait_interp.extraction.evaluation import evaluate_layers, summarize
-from trait_interp.extraction.extract import class_sets
 from trait_interp.core.io import write_json, write_with
 from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.activation_store import (
+    ACTIVATIONS_FILE,
+    EXAMPLES_FILE,
+    META_FILE,
+    load_activations,
+    read_meta,
+)
+from trait_interp.extraction.evaluation import evaluate_layers, summarize
+from trait_interp.extraction.extract import class_sets
 from trait_interp.extraction.vectors import load_vectors
 
 PARAMS: tuple[str, ...] = ()
@@ -33,21 +38,21 @@ def main(
     plot_effect: Annotated[Path, typer.Option(help="CSV: layer x method signed Cohen's d (residual site).")],
 ) -> None:
     """Score every vector on the held-out pairs; the threshold is fitted on train only."""
-    stored = load_activations(activations / "activations.safetensors")
-    examples = read_table(activations / "examples.csv", Examples)
-    meta = json.loads((activations / "meta.json").read_text(encoding="utf-8"))
-    methods = sorted(path.stem for path in vectors.glob("*/*.safetensors") if path.parent.name == meta["sites"][0])
+    stored = load_activations(activations / ACTIVATIONS_FILE)
+    examples = read_table(activations / EXAMPLES_FILE, Examples)
+    meta = read_meta(activations / META_FILE)
+    methods = sorted(path.stem for path in vectors.glob("*/*.safetensors") if path.parent.name == meta.sites[0])
     records = []
     for site, acts in stored.acts.items():
-        train = class_sets(acts, examples, "train", meta["paired"])
-        val = class_sets(acts, examples, "val", meta["paired"])
+        train = class_sets(acts, examples, "train", meta.paired)
+        val = class_sets(acts, examples, "val", meta.paired)
         for method in methods:
             rows = evaluate_layers(train, val, load_vectors(vectors, site, method).vectors, stored.layers)
-            records += [{"trait": meta["trait"], "site": site, "method": method, **row} for row in rows]
+            records += [{"trait": meta.trait, "site": site, "method": method, **row} for row in rows]
     df = write_table(pd.DataFrame.from_records(records), VectorEvaluation, table)
-    plot_site = PLOT_SITE if PLOT_SITE in stored.acts else meta["sites"][0]
+    plot_site = PLOT_SITE if PLOT_SITE in stored.acts else meta.sites[0]
     write_json(metrics, summarize(df, meta, plot_site))
     for path, column in ((plot_accuracy, "val_accuracy"), (plot_effect, "cohens_d")):
         wide = df[df["site"] == plot_site].pivot(index="layer", columns="method", values=column).reset_index()
         write_with(path, lambda tmp, wide=wide: wide.to_csv(tmp, index=False, float_format="%.4f"))
-    typer.echo(f"{meta['trait']}: evaluated {len(methods)} methods x {len(stored.acts)} sites -> {metrics}")
+    typer.echo(f"{meta.trait}: evaluated {len(methods)} methods x {len(stored.acts)} sites -> {metrics}")

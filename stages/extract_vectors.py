@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +10,22 @@ import typer
 
 from schemas.examples import Examples
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.extraction.activation_store import load_activations
 from trait_interp.core.config import from_mapping
-from trait_interp.extraction.extract import VectorSettings, class_sets, extract_layers, mean_norms
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.tables import read_table
+from trait_interp.extraction.activation_store import (
+    ACTIVATIONS_FILE,
+    EXAMPLES_FILE,
+    META_FILE,
+    load_activations,
+    read_meta,
+)
+from trait_interp.extraction.extract import (
+    VectorSettings,
+    class_sets,
+    extract_layers,
+    mean_norms,
+)
 from trait_interp.extraction.vectors import VectorMetadata, VectorSet, save_vectors
 
 PARAMS = ("vectors",)
@@ -29,27 +39,27 @@ def main(
 ) -> None:
     """Run every configured method on the train split, per site and layer."""
     settings = from_mapping(VectorSettings, stage_params(params, PARAMS)["vectors"], f"{params}:vectors")
-    stored = load_activations(activations / "activations.safetensors")
-    examples = read_table(activations / "examples.csv", Examples)
-    meta = json.loads((activations / "meta.json").read_text(encoding="utf-8"))
+    stored = load_activations(activations / ACTIVATIONS_FILE)
+    examples = read_table(activations / EXAMPLES_FILE, Examples)
+    meta = read_meta(activations / META_FILE)
     with atomic_dir(out) as tmp:
         for site, acts in stored.acts.items():
-            train = class_sets(acts, examples, "train", meta["paired"])
-            val = class_sets(acts, examples, "val", meta["paired"])  # counted as train is: usable rows only
+            train = class_sets(acts, examples, "train", meta.paired)
+            val = class_sets(acts, examples, "val", meta.paired)  # counted as train is: usable rows only
             norms = mean_norms(train, stored.layers)
             for method in settings.methods:
                 vectors, info = extract_layers(train, method, settings.settings, stored.layers)
                 metadata = VectorMetadata(
-                    trait=meta["trait"],
-                    variant=meta["variant"],
-                    model=meta["model"],
-                    revision=meta["revision"],
-                    adapter=meta["adapter"],
+                    trait=meta.trait,
+                    variant=meta.variant,
+                    model=meta.model,
+                    revision=meta.revision,
+                    adapter=meta.adapter,
                     site=site,
-                    position=meta["position"],
+                    position=meta.position,
                     method=method,
                     method_params=asdict(settings.settings),
-                    dataset_hash=meta["dataset_hash"],
+                    dataset_hash=meta.dataset_hash,
                     n_train=int(train.positive.shape[0] + train.negative.shape[0]),
                     n_val=int(val.positive.shape[0] + val.negative.shape[0]),
                     layers=list(stored.layers),
@@ -57,4 +67,4 @@ def main(
                     activation_norms=norms,
                 )
                 save_vectors(tmp, VectorSet(vectors, metadata))
-    typer.echo(f"{meta['trait']}: {len(settings.methods)} methods x {len(stored.acts)} sites -> {out}")
+    typer.echo(f"{meta.trait}: {len(settings.methods)} methods x {len(stored.acts)} sites -> {out}")

@@ -12,11 +12,16 @@ import typer
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, named_model, stage_params, user_errors
 from trait_interp.core.config import from_mapping
-from trait_interp.core.errors import UserInputError
 from trait_interp.core.datasets import load_prompt_set
+from trait_interp.core.errors import UserInputError
 from trait_interp.core.generation import GenerationSettings, generate_greedy
 from trait_interp.core.models import load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, prompt_ids, token_strings, uses_chat_template
+from trait_interp.core.prompting import (
+    PromptSpec,
+    prompt_ids,
+    token_strings,
+    uses_chat_template,
+)
 from trait_interp.core.tables import write_table
 
 PARAMS = ("models.{model}", "inference")

@@ -9,15 +9,15 @@ import pandas as pd
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, stage_params, user_errors
+from stages._common import ParamsOption, stage_params, touch_output, user_errors
 from trait_interp.analyses.group_comparison import labels_from_verdicts
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json, write_with
+from trait_interp.core.tables import read_table
 from trait_interp.judge.judge import trait_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
-from trait_interp.core.tables import read_table
 
 PARAMS = ("judge",)
 
@@ -43,6 +43,7 @@ def main(
     with open_judge(settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
         scored = trait_scores(judge, trait_display_name(trait), rubric, list(table["prompt"]), list(table["response"]))
         stats = judge_summary(judge, settings)
+    touch_output(judge_cache)  # a DVC output, also when every verdict came from the cache
     scores = dict(zip(table["prompt_id"], scored))
     labels, unscored = labels_from_verdicts(scores, threshold)
     frame = pd.DataFrame({"prompt_id": list(labels), "label": list(labels.values()),

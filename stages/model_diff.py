@@ -9,20 +9,35 @@ import typer
 
 from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
-from trait_interp.analyses.model_diff import diff_vector_cosines, paired_diff, per_token_diff
-from trait_interp.core.forward import TokenSequence
-from trait_interp.extraction.capture import capture_pooled
+from stages._common import (
+    ParamsOption,
+    chosen_model,
+    per_trait,
+    rounded,
+    stage_params,
+    user_errors,
+)
+from trait_interp.analyses.model_diff import (
+    diff_vector_cosines,
+    paired_diff,
+    per_token_diff,
+)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import write_json
 from trait_interp.core.models import load_model, load_tokenizer
-from trait_interp.monitoring.selection import MonitoringSettings, monitor_vectors, steering_best_layer
 from trait_interp.core.positions import parse_position
-from trait_interp.monitoring.projection import project_sequences, to_long_rows
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.capture import capture_pooled
 from trait_interp.extraction.vectors import load_vectors
+from trait_interp.monitoring.projection import project_sequences, to_long_rows
+from trait_interp.monitoring.selection import (
+    MonitoringSettings,
+    monitor_vectors,
+    steering_best_layer,
+)
 
 PARAMS = (
     "application_model", "models.{application_model}", "diff_model", "models.{diff_model}", "layer", "traits",
@@ -33,8 +48,8 @@ PARAMS = (
 @user_errors
 def main(
     responses: Annotated[Path, typer.Option(help="Variant A's responses (generate_inference on the application model).")],
-    vectors_root: Annotated[Path, typer.Option(help="Folder holding <trait>/vectors for every trait.")],
-    steering_root: Annotated[Path, typer.Option(help="Folder holding <trait>/best.json (for layer: best).")],
+    vectors: Annotated[str, typer.Option(help="Each trait's vectors folder, a pattern with {trait}.")],
+    best: Annotated[str, typer.Option(help="Each trait's steering best.json (for layer: best), a pattern with {trait}.")],
     out: Annotated[Path, typer.Option(help="Paired difference per trait and layer (.csv).")],
     cosines: Annotated[Path, typer.Option(help="Cosine of the mean activation shift with each vector (.csv).")],
     clauses: Annotated[Path, typer.Option(help="Response clauses ranked by mean projection delta (.jsonl: clause text can hold any character).")],
@@ -51,7 +66,9 @@ def main(
     if load_tokenizer(spec_a).get_vocab() != load_tokenizer(spec_b).get_vocab():
         raise UserInputError(f"{params}: diff_model '{key_b}' has another vocabulary than '{key_a}'; "
                              "replaying token ids needs the same tokenizer")
-    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
+    sequences = token_sequences(table["prompt_ids"], table["response_ids"])
+    vector_dirs = per_trait(vectors, "vectors", p["traits"])
+    best_layer = steering_best_layer(per_trait(best, "best", p["traits"]))
     tokens = [list(a) + list(b) for a, b in zip(table["prompt_tokens"], table["response_tokens"])]
     prompt_ids = list(table["prompt_id"])
 
@@ -59,18 +76,17 @@ def main(
     for name, spec in (("a", spec_a), ("b", spec_b)):
         model = load_model(spec)
         n_layers = num_layers(model)
-        vectors = monitor_vectors(vectors_root, p["traits"], p["layer"], n_layers, settings,
-                                  steering_best_layer(steering_root))
-        pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        result = project_sequences(model, sequences, vectors, pad_id, settings.batch_size, progress=True)
-        projections[name] = to_long_rows(result, prompt_ids, sequences, tokens, vectors)
+        chosen = monitor_vectors(vector_dirs, p["layer"], n_layers, settings, best_layer)
+        pad_id = pad_token_id(model)
+        result = project_sequences(model, sequences, chosen, pad_id, settings.batch_size, progress=True)
+        projections[name] = to_long_rows(result, prompt_ids, sequences, tokens, chosen)
         pooled = capture_pooled(model, sequences, parse_position("response[:]"), [site], list(range(n_layers)),
                                 pad_id, settings.batch_size)
         means[name] = pooled.acts[site][pooled.n_selected > 0].mean(dim=0)  # [n_layers, width]
         del model
 
     diff = paired_diff(projections["a"], projections["b"])
-    full = {t: load_vectors(vectors_root / t / "vectors", site, settings.method) for t in p["traits"]}
+    full = {t: load_vectors(folder, site, settings.method) for t, folder in vector_dirs.items()}
     layers = full[p["traits"][0]].metadata.layers
     cos = diff_vector_cosines(means["a"], means["b"], {t: v.vectors for t, v in full.items()}, layers)
     cos = cos.assign(method=settings.method, site=site)

@@ -10,18 +10,32 @@ import typer
 from schemas.dynamics import Commitment, Dynamics
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
-from stages._common import ParamsOption, named_model, stage_params, user_errors
-from trait_interp.core.forward import TokenSequence
+from stages._common import (
+    ParamsOption,
+    named_model,
+    per_trait,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
-from trait_interp.monitoring.dynamics import dynamics_table
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import read_json, write_json
-from trait_interp.monitoring.massive_dims import Calibration, clean_dims_for
 from trait_interp.core.models import load_model
-from trait_interp.monitoring.selection import MonitoringSettings, monitor_vectors, steering_best_layer
-from trait_interp.monitoring.projection import project_sequences, to_long_rows
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table, write_table
+from trait_interp.monitoring.dynamics import dynamics_table
+from trait_interp.monitoring.massive_dims import (
+    CLEANING_PARTS,
+    Calibration,
+    clean_dims_for,
+)
+from trait_interp.monitoring.projection import project_sequences, to_long_rows
+from trait_interp.monitoring.selection import (
+    MonitoringSettings,
+    monitor_vectors,
+    steering_best_layer,
+)
 
 PARAMS = ("models.{model}", "layer", "traits", "monitoring")
 
@@ -30,8 +44,8 @@ PARAMS = ("models.{model}", "layer", "traits", "monitoring")
 def main(
     model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
     responses: Annotated[Path, typer.Option(help="Responses table from generate_inference (.jsonl).")],
-    vectors_root: Annotated[Path, typer.Option(help="Folder holding <trait>/vectors for every trait.")],
-    steering_root: Annotated[Path, typer.Option(help="Folder holding <trait>/best.json (for layer: best).")],
+    vectors: Annotated[str, typer.Option(help="Each trait's vectors folder, a pattern with {trait}.")],
+    best: Annotated[str, typer.Option(help="Each trait's steering best.json (for layer: best), a pattern with {trait}.")],
     out: Annotated[Path, typer.Option(help="Projection table to write (.parquet, long form).")],
     dynamics: Annotated[Path, typer.Option(help="Per-token velocity and acceleration (.parquet).")],
     commitment: Annotated[Path, typer.Option(help="Per-trajectory mean and commitment point (.csv).")],
@@ -61,20 +75,20 @@ def main(
             raise UserInputError(f"{calibration}: not a massive-dims calibration ({err}); re-run calibrate_massive_dims") from None
         clean = clean_dims_for(calibrated, settings.clean_massive_dims)
         # each mode's part of the raw projection, so the dashboard can switch cleaning on and off
-        massive = {mode: clean_dims_for(calibrated, mode) for mode in ("recommended", "top_k")}
+        massive = {mode: clean_dims_for(calibrated, mode) for mode in CLEANING_PARTS}
 
     model = load_model(spec)
     n_layers = num_layers(model)
-    vectors = monitor_vectors(vectors_root, p["traits"], p["layer"], n_layers, settings, steering_best_layer(steering_root))
-    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    best_layer = steering_best_layer(per_trait(best, "best", p["traits"]))
+    chosen = monitor_vectors(per_trait(vectors, "vectors", p["traits"]), p["layer"], n_layers, settings, best_layer)
+    sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     try:
-        result = project_sequences(model, sequences, vectors, pad_id, settings.batch_size, clean, progress=True,
-                                   massive_sets=massive)
+        result = project_sequences(model, sequences, chosen, pad_token_id(model), settings.batch_size, clean,
+                                   progress=True, massive_sets=massive)
     except ValueError as err:
-        raise UserInputError(f"{vectors_root}: {err}") from None
+        raise UserInputError(f"{vectors}: {err}") from None
     tokens = [list(a) + list(b) for a, b in zip(table["prompt_tokens"], table["response_tokens"])]
-    long = to_long_rows(result, list(table["prompt_id"]), sequences, tokens, vectors)
+    long = to_long_rows(result, list(table["prompt_id"]), sequences, tokens, chosen)
     per_token, per_trajectory = dynamics_table(long, settings.dynamics_window, settings.commitment_threshold)
     write_table(long, Projections, out)
     write_table(per_token, Dynamics, dynamics)
@@ -85,7 +99,7 @@ def main(
         "model": key,
         "n_prompts": len(table),
         "n_tokens": int(sum(len(s.ids) for s in sequences)),
-        "n_vectors": len(vectors),
+        "n_vectors": len(chosen),
         "cleaned": settings.clean_massive_dims,
         "mean_response_projection": {
             f"{trait}@L{layer}": round(float(g["projection"].mean()), 4)
@@ -94,4 +108,4 @@ def main(
         "committed_share": round(float(per_trajectory["commitment_token"].notna().mean()), 4) if len(per_trajectory) else None,
     }
     write_json(metrics, summary)
-    typer.echo(f"{summary['prompt_set']}: {len(table)} responses x {len(vectors)} vectors, {len(long)} rows -> {out}")
+    typer.echo(f"{summary['prompt_set']}: {len(table)} responses x {len(chosen)} vectors, {len(long)} rows -> {out}")

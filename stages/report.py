@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,22 +14,34 @@ from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
-from stages._common import ParamsOption, stage_params, user_errors
-from stages.compare_groups import read_labels
-from trait_interp.dashboard.extraction import extraction_data, midpoints
-from trait_interp.dashboard.model_diff import model_diff_data
-from trait_interp.dashboard.monitoring import cleaning_info, prompt_index, series_of, token_files
-from trait_interp.dashboard.site import write_site
-from trait_interp.dashboard.steering import steering_data
+from stages._common import (
+    ParamsOption,
+    fill_pattern,
+    per_trait,
+    stage_params,
+    user_errors,
+)
+from trait_interp.analyses.group_comparison import read_labels
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_json
 from trait_interp.core.tables import read_table
+from trait_interp.dashboard.extraction import extraction_data, midpoints
+from trait_interp.dashboard.model_diff import model_diff_data
+from trait_interp.dashboard.monitoring import (
+    cleaning_info,
+    prompt_index,
+    series_of,
+    token_files,
+)
+from trait_interp.dashboard.site import write_site
+from trait_interp.dashboard.steering import steering_data
+from trait_interp.monitoring.massive_dims import CLEAN_MODES
+from trait_interp.steering.best import read_best
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
     "monitoring.clean_massive_dims", "analyses.judge_labels",
 )
-CLEAN_MODES = ("none", "recommended", "top_k")
 
 
 def judge_labels(value: Any, params: Path) -> dict[str, str]:
@@ -63,16 +76,21 @@ def prompt_set_pages(
 
 @user_errors
 def main(
-    extraction_root: Annotated[Path, typer.Option(help="Folder holding <trait>/evaluation.csv for every trait.")],
-    steering_root: Annotated[Path, typer.Option(help="Folder holding <trait>/responses.jsonl and best.json.")],
-    inference_root: Annotated[
-        Path, typer.Option(help="Folder holding <model>/<prompt set>/{responses.jsonl,projections.parquet}.")
+    evaluation: Annotated[str, typer.Option(help="Each trait's evaluation.csv, a pattern with {trait}.")],
+    steering_responses: Annotated[str, typer.Option(help="Each trait's steering responses.jsonl, a pattern with {trait}.")],
+    best: Annotated[str, typer.Option(help="Each trait's steering best.json, a pattern with {trait}.")],
+    responses: Annotated[
+        str, typer.Option(help="Each monitored model's responses.jsonl, a pattern with {model} and {prompt_set}.")
     ],
-    labels_root: Annotated[Path, typer.Option(help="Judge labels of the application model's responses (<name>.csv).")],
+    projections: Annotated[
+        str, typer.Option(help="Each monitored model's projections.parquet, a pattern with {model} and {prompt_set}.")
+    ],
+    calibration: Annotated[str, typer.Option(help="Each monitored model's massive_dims.json, a pattern with {model}.")],
+    labels: Annotated[str, typer.Option(help="Judge labels of the application model's responses, a pattern with {name}.")],
     out: Annotated[Path, typer.Option(help="Dashboard folder to write (replaced whole).")],
-    model_diff: Annotated[
-        Path | None, typer.Option(help="model_diff output folder (paired.csv, cosines.csv, clauses.jsonl).")
-    ] = None,
+    diff_paired: Annotated[Path | None, typer.Option(help="model_diff's paired.csv.")] = None,
+    diff_cosines: Annotated[Path | None, typer.Option(help="model_diff's cosines.csv.")] = None,
+    diff_clauses: Annotated[Path | None, typer.Option(help="model_diff's clauses.jsonl.")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compact per-view data (data/*.js) plus the static pages; open index.html or run `trait-interp serve`."""
@@ -81,34 +99,41 @@ def main(
     if cleaned_with not in CLEAN_MODES:
         raise UserInputError(f"{params}:monitoring.clean_massive_dims: {cleaned_with!r} is not one of {CLEAN_MODES}")
     labelled = judge_labels(p["analyses.judge_labels"], params)
+    evaluations = per_trait(evaluation, "evaluation", traits)
+    steered_files, best_files = per_trait(steering_responses, "steering-responses", traits), per_trait(best, "best", traits)
     data: dict[str, Any] = {}
     centers: dict[tuple[str, str, str, int], float] = {}
     for i, trait in enumerate(traits):
-        evaluation = read_table(extraction_root / trait / "evaluation.csv", VectorEvaluation)
-        centers.update({(trait, *where): value for where, value in midpoints(evaluation).items()})
-        data[f"extraction/{i}"] = extraction_data(trait, evaluation)
-        steered = read_table(steering_root / trait / "responses.jsonl", SteeringResponses)
-        data[f"steering/{i}"] = steering_data(trait, steered, read_json(steering_root / trait / "best.json"))
+        table = read_table(evaluations[trait], VectorEvaluation)
+        centers.update({(trait, *where): value for where, value in midpoints(table).items()})
+        data[f"extraction/{i}"] = extraction_data(trait, table)
+        steered = read_table(steered_files[trait], SteeringResponses)
+        data[f"steering/{i}"] = steering_data(trait, steered, asdict(read_best(best_files[trait])))
     sets = []
     for model in p["monitor_models"]:
         for prompt_set in p["prompt_sets"]:
             key = f"sets/{len(sets)}"
-            folder = inference_root / model / prompt_set
-            labels = {
-                name: read_labels(labels_root / f"{name}.csv")
+            set_labels = {
+                name: read_labels(fill_pattern(labels, "labels", name=name))
                 for name, labelled_set in labelled.items()
                 if labelled_set == prompt_set and model == p["application_model"]
             }
-            pages = prompt_set_pages(key, model, folder / "responses.jsonl", folder / "projections.parquet",
-                                     inference_root / model / "massive_dims.json", labels, traits, centers, cleaned_with)
+            pages = prompt_set_pages(
+                key, model, fill_pattern(responses, "responses", model=model, prompt_set=prompt_set),
+                fill_pattern(projections, "projections", model=model, prompt_set=prompt_set),
+                fill_pattern(calibration, "calibration", model=model), set_labels, traits, centers, cleaned_with,
+            )
             data.update(pages)
             sets.append({"key": key, "model": model, "prompt_set": prompt_set,
                          "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
     diff = None
-    if model_diff is not None:
+    diff_files = (diff_paired, diff_cosines, diff_clauses)
+    if any(f is not None for f in diff_files):
+        if not all(f is not None for f in diff_files):
+            raise UserInputError("--diff-paired, --diff-cosines and --diff-clauses go together; give all three or none")
         data["model_diff"] = model_diff_data(
-            p["application_model"], p["diff_model"], read_table(model_diff / "paired.csv", ModelDiff),
-            read_table(model_diff / "cosines.csv", DiffCosine), read_table(model_diff / "clauses.jsonl", ClauseDiff),
+            p["application_model"], p["diff_model"], read_table(diff_paired, ModelDiff),
+            read_table(diff_cosines, DiffCosine), read_table(diff_clauses, ClauseDiff),
         )
         diff = {"key": "model_diff", "a": p["application_model"], "b": p["diff_model"]}
     data["index"] = {
@@ -122,4 +147,3 @@ def main(
     write_site(out, data)
     n_prompts = sum(s["n_prompts"] for s in sets)
     typer.echo(f"dashboard: {len(traits)} traits, {len(sets)} prompt sets ({n_prompts} responses) -> {out}")
-

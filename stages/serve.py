@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from stages._common import ParamsOption, stage_params, user_errors
+from trait_interp.core.errors import UserInputError
 from trait_interp.dashboard.server import LOOPBACK, address, make_server
 from trait_interp.dashboard.site import export_site, is_site
-from trait_interp.core.errors import UserInputError
 
 
 def default_report(params: Path) -> Path:

@@ -10,28 +10,40 @@ import typer
 
 from schemas.evaluation import VectorEvaluation
 from schemas.steering import SteeringCurve, SteeringResponses
-from stages._common import ParamsOption, chosen_model, rounded, stage_params, user_errors
+from stages._common import (
+    ParamsOption,
+    chosen_model,
+    rounded,
+    stage_params,
+    touch_output,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
-from trait_interp.core.datasets import load_steering_questions, read_definition, trait_display_name
+from trait_interp.core.datasets import (
+    load_steering_questions,
+    read_definition,
+    trait_display_name,
+)
 from trait_interp.core.errors import UserInputError
-from trait_interp.extraction.evaluation import best_index
 from trait_interp.core.io import write_json
+from trait_interp.core.layers import parse_layer_choice
+from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.core.sites import check_site, num_layers
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.evaluation import best_index, best_vector
+from trait_interp.extraction.vectors import load_vectors
 from trait_interp.judge.judge import steering_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.judge.templates import custom_eval_template
-from trait_interp.core.models import load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
-from trait_interp.core.sites import check_site, num_layers
+from trait_interp.steering.best import BestSteering, write_best
 from trait_interp.steering.evaluate import (
     Decoder,
     SteeringSettings,
     evaluate_steering,
-    resolve_steering_layers,
     rises_with_coefficient,
 )
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = ("application_model", "models.{application_model}", "layer", "steering", "judge")
 
@@ -61,17 +73,34 @@ def sweep_metrics(sweep: list[dict], direction: str) -> dict[str, object]:
     }
 
 
+def headline_of(evaluation: pd.DataFrame, best: BestSteering) -> dict[str, object]:
+    """One trait's row of ``dvc metrics show``: its best vector (held out) and what steering it did."""
+    vector = best_vector(evaluation)
+    return {
+        "best_vector": f"{vector['method']}@{vector['site']}",
+        "best_layer": int(vector["layer"]),
+        "val_accuracy": rounded(float(vector["val_accuracy"]), 3),
+        "steered_layers": ",".join(str(layer) for layer in best.layers),
+        "steering_delta": rounded(best.delta, 3),
+        "coherence": rounded(best.coherence_mean, 3),
+        "coherent": best.valid,
+    }
+
+
 @user_errors
 def main(
     trait: Annotated[str, typer.Option(help="Trait name, category/trait.")],
     questions: Annotated[Path, typer.Option(help="The trait's steering.json.")],
     definition: Annotated[Path, typer.Option(help="The trait's definition.txt (judge rubric).")],
     vectors: Annotated[Path, typer.Option(help="Vectors folder of the trait (from extract_vectors).")],
-    evaluation: Annotated[Path, typer.Option(help="Vector evaluation table (for layer: best).")],
+    evaluation: Annotated[Path, typer.Option(help="Vector evaluation table (for layer: best and the headline).")],
     judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
     responses: Annotated[Path, typer.Option(help="Per-response table to write (.jsonl).")],
     best: Annotated[Path, typer.Option(help="Best (layers, method, coefficient) to write (.json).")],
-    metrics: Annotated[Path, typer.Option(help="Summary metrics to write (.json).")],
+    metrics: Annotated[Path, typer.Option(help="Steering metrics to write (.json).")],
+    headline: Annotated[
+        Path, typer.Option(help="The trait's headline (.json): best vector, held-out accuracy, steering delta and coherence.")
+    ],
     plot: Annotated[Path, typer.Option(help="Trait score and coherence per coefficient (.csv).")],
     lexicon: Annotated[
         Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
@@ -98,8 +127,9 @@ def main(
     with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
         tokenizer = load_tokenizer(spec)
         model = load_model(spec)
-        layers = resolve_steering_layers(
-            p["layer"], num_layers(model), lambda: best_extraction_layer(evaluation, site, settings.method)
+        layers = parse_layer_choice(
+            p["layer"], num_layers(model), lambda: best_extraction_layer(evaluation, site, settings.method),
+            "layer", allow_all=False,
         )
         by_layer = {layer: vector_set.layer(layer) for layer in layers}
         chat = uses_chat_template(tokenizer, spec.prompt_mode)
@@ -117,6 +147,7 @@ def main(
         outcome = evaluate_steering(model, prompts, asked, by_layer, settings, steering_set.direction, decoder, score,
                                     progress=True)
         stats = judge_summary(judge, judge_settings)
+    touch_output(judge_cache)  # a DVC output, also when every answer came from the cache
 
     layer_label = ",".join(str(layer) for layer in layers)
     common = {"trait": trait, "layers": layer_label}
@@ -125,7 +156,9 @@ def main(
     write_table(rows, SteeringResponses, responses)
     write_table(curve, SteeringCurve, plot)
     chosen = outcome.best
-    write_json(best, {"trait": trait, "model": key, "position": vector_set.metadata.position, **chosen})
+    record = BestSteering(trait=trait, model=key, position=vector_set.metadata.position, **chosen)
+    write_best(best, record)
+    write_json(headline, headline_of(read_table(evaluation, VectorEvaluation), record))
     write_json(
         metrics,
         {

@@ -11,15 +11,15 @@ import typer
 
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
-from stages._common import ParamsOption, stage_params, user_errors
+from stages._common import ParamsOption, stage_params, touch_output, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json
+from trait_interp.core.tables import read_table, write_table
+from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 from trait_interp.judge.judge import vet_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 
 PARAMS = ("vetting", "judge", "extraction.paired")
 
@@ -51,10 +51,9 @@ def main(
             scores = vet_scores(judge, trait_display_name(trait), text, list(table["response"]), settings.response_words)
             stats = judge_summary(judge, judge_settings)
     else:
-        judge_cache.parent.mkdir(parents=True, exist_ok=True)
-        judge_cache.touch()  # the (persistent) output exists even when nothing is judged
         scores = [None] * len(table)
         stats = {"calls": 0}
+    touch_output(judge_cache)  # the (persistent) output exists even when nothing is judged
     verdict = verdicts(list(table["pair_index"]), list(table["polarity"]), scores, settings)
     check_enough(verdict, settings, trait, str(params))
 

@@ -20,6 +20,7 @@ from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
 from trait_interp.core.tables import write_table
+from trait_interp.steering.best import BestSteering, write_best
 
 TRAITS = ("behavior/refusal", "tone/formality")
 MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"
@@ -38,9 +39,15 @@ class Synthetic:
 
     def args(self, out: Path) -> list[str]:
         r = self.root
-        return ["report", "--extraction-root", str(r / "extraction"), "--steering-root", str(r / "steering"),
-                "--inference-root", str(r / "inference"), "--labels-root", str(r / "analyses" / "labels"),
-                "--model-diff", str(r / "model_diff"), "--out", str(out), "--params", str(self.params)]
+        return ["report", "--evaluation", f"{r}/extraction/{{trait}}/evaluation.csv",
+                "--steering-responses", f"{r}/steering/{{trait}}/responses.jsonl",
+                "--best", f"{r}/steering/{{trait}}/best.json",
+                "--responses", f"{r}/inference/{{model}}/{{prompt_set}}/responses.jsonl",
+                "--projections", f"{r}/inference/{{model}}/{{prompt_set}}/projections.parquet",
+                "--calibration", f"{r}/inference/{{model}}/massive_dims.json",
+                "--labels", f"{r}/analyses/labels/{{name}}.csv",
+                "--diff-paired", str(r / "model_diff/paired.csv"), "--diff-cosines", str(r / "model_diff/cosines.csv"),
+                "--diff-clauses", str(r / "model_diff/clauses.jsonl"), "--out", str(out), "--params", str(self.params)]
 
     @property
     def responses(self) -> Path:
@@ -114,11 +121,13 @@ def _steering(folder: Path, trait: str, index: int) -> None:
         for q, text in enumerate(questions)
     ]
     write_table(pd.DataFrame(rows), SteeringResponses, folder / "responses.jsonl")
-    best = {"trait": trait, "layers": [2], "method": "probe", "site": "residual", "positions": "all",
-            "direction": "positive", "coefficient": 10.0, "ratio": 0.5, "trait_mean": 51.5, "coherence_mean": 68.5,
-            "baseline_trait_mean": 21.5, "baseline_coherence_mean": 88.5, "delta": 30.0, "valid": False,
-            "min_coherence": 70.0}
-    (folder / "best.json").write_text(json.dumps(best))
+    best = BestSteering(
+        trait=trait, model=MODEL, position="response[:5]", layers=(2,), method="probe", site="residual",
+        positions="all", direction="positive", coefficient=10.0, ratio=0.5, trait_mean=51.5, coherence_mean=68.5,
+        baseline_trait_mean=21.5, baseline_coherence_mean=88.5, delta=30.0, valid=False, min_coherence=70.0,
+        activation_norm=20.0,
+    )
+    write_best(folder / "best.json", best)
 
 
 def _monitoring(root: Path, n_prompts: int, layers: tuple[int, ...], cleaned: str) -> None:

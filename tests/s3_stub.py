@@ -25,8 +25,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib3
 from pathlib import Path
+
+import urllib3
 
 DUMMY_KEY = "testing"  # what moto accepts while auth is not enforced
 DUMMY_SECRET = "testing"

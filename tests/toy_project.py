@@ -46,7 +46,7 @@ def copy_sources(repo: Path, root: Path) -> None:
 def reduce_params(root: Path) -> None:
     """Two traits, two sites and methods, one prompt set and model, short generations.
 
-    The pipeline's mechanics, not the toy world's effects (tests/test_toy_world_trained.py): barely
+    The pipeline's mechanics, not the toy world's effects (tests/toy/test_world_trained.py): barely
     trained models, so vetting keeps everything (it still judges, through the cache)."""
     from tests.conftest import TINY_TRAINING
 

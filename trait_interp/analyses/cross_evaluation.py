@@ -20,7 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trait_interp.core.metrics import balanced_accuracy, cohens_d, midpoint_threshold, scalar_projection
+from trait_interp.core.metrics import (
+    balanced_accuracy,
+    cohens_d,
+    midpoint_threshold,
+    scalar_projection,
+)
 
 Labelled = tuple[torch.Tensor, object]  # (acts [n, n_layers, hidden], polarity per row)
 NAN = float("nan")

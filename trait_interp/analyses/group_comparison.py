@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from trait_interp.analyses.stats import group_stats
+from trait_interp.core.errors import UserInputError
 
 VECTOR_KEYS = ["trait", "method", "site", "layer"]  # one vector = one row of every analysis table
 MEANS_COLUMNS = ["prompt_id", *VECTOR_KEYS, "mean_projection", "n_tokens"]
@@ -121,3 +123,14 @@ def labels_from_verdicts(scores: Mapping[str, float | None], threshold: float) -
             continue
         labels[str(pid)] = "yes" if float(score) >= threshold else "no"
     return labels, dropped
+
+
+def read_labels(labels_file: Path) -> dict[str, str]:
+    """A labels file: CSV with columns prompt_id, label."""
+    try:
+        table = pd.read_csv(labels_file, dtype=str)
+    except (OSError, pd.errors.ParserError) as err:
+        raise UserInputError(f"{labels_file}: cannot read labels ({err}); expected CSV columns prompt_id,label") from None
+    if not {"prompt_id", "label"} <= set(table.columns):
+        raise UserInputError(f"{labels_file}: expected CSV columns prompt_id,label; found {list(table.columns)}")
+    return dict(zip(table["prompt_id"], table["label"]))

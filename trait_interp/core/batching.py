@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import Counter
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar

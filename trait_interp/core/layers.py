@@ -7,7 +7,7 @@ count from the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from trait_interp.core.errors import UserInputError
 
@@ -61,3 +61,20 @@ def best_offset(spec: object) -> int | None:
         return int(text) if text else 0
     except ValueError:
         raise UserInputError(f"layer: '{spec}' is not understood; use an int, a list, best or best+N") from None
+
+
+def parse_layer_choice(
+    value: object, n_layers: int, best_layer: Callable[[], int], param: str = "layer", allow_all: bool = True
+) -> tuple[int, ...]:
+    """A layer choice param: an int, a list, ``best`` / ``best+N`` / ``best-N``, or (``allow_all``) ``all``.
+
+    ``best_layer()`` gives the layer ``best`` stands for (it raises a user error when there is none);
+    it is called only when the choice names ``best``. ``param`` names the param in messages.
+    """
+    offset = best_offset(value)
+    if offset is not None:
+        return (normalize_layer(best_layer() + offset, n_layers),)
+    allowed = "an int, a list, all, best or best+N" if allow_all else "an int, a list, best, or best+N"
+    if isinstance(value, bool) or not isinstance(value, (int, str, list, tuple)) or (isinstance(value, str) and not allow_all):
+        raise UserInputError(f"{param}: '{value}' is not understood; use {allowed}")
+    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers)

@@ -35,7 +35,12 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
@@ -88,7 +93,7 @@ def check_spec(spec: ModelSpec, where: str) -> ModelSpec:
     if spec.path is not None and not Path(spec.path).is_dir():
         raise UserInputError(
             f"{where}.path: model folder '{spec.path}' does not exist; "
-            "build it (dvc repro build_toy_models) or fix the path"
+            "build it first (dvc repro) or fix the path"
         )
     if spec.quantization not in QUANTIZATIONS:  # ModelSpec built in code, not through from_mapping
         raise UserInputError(f"{where}.quantization: unknown '{spec.quantization}'; use one of {', '.join(QUANTIZATIONS)}")
@@ -132,7 +137,7 @@ def check_spec(spec: ModelSpec, where: str) -> ModelSpec:
         if not folder.is_dir():
             raise UserInputError(
                 f"{where}.adapter: adapter folder '{spec.adapter}' does not exist; "
-                "build it (dvc repro build_toy_lora) or fix the path (a hub adapter is written org/name)"
+                "build it first (dvc repro) or fix the path (a hub adapter is written org/name)"
             )
         if spec.adapter_revision is not None:
             raise UserInputError(f"{where}.adapter_revision: only hub adapters have revisions; remove it for a local folder")

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trait_interp.dashboard.jsonable import num, nums
 from trait_interp.core.errors import UserInputError
+from trait_interp.dashboard.jsonable import num, nums
+from trait_interp.monitoring.massive_dims import CLEANING_PARTS
 
-MODES = ("recommended", "top_k")  # the massive-dim cleaning modes (besides none)
+MODES = CLEANING_PARTS  # the massive-dim cleaning modes (besides none)
 MAX_FILTER_VALUES = 200  # a field with more distinct values than this is searchable, not a filter
 
 

@@ -1,15 +1,25 @@
-"""Pooled activations on disk: one safetensors file, one ``[n_examples, n_layers, width]`` per site."""
+"""Pooled activations on disk: one folder per trait and model.
+
+``activations.safetensors`` holds one ``[n_examples, n_layers, width]`` tensor per site,
+``examples.csv`` one row per example (split, pair, polarity, tokens pooled; ``schemas.examples``)
+and ``meta.json`` the ``ActivationsMeta`` record, validated on write and on read.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import write_with
+from trait_interp.core.io import read_json, write_json, write_with
+
+ACTIVATIONS_FILE = "activations.safetensors"
+EXAMPLES_FILE = "examples.csv"
+META_FILE = "meta.json"
 
 _LAYERS_KEY = "__layers__"
 
@@ -29,7 +39,42 @@ def save_activations(path: Path, acts: dict[str, torch.Tensor], layers: tuple[in
 def load_activations(path: Path) -> StoredActivations:
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"{path}: activations not found; run capture_activations first")
+        raise UserInputError(f"{path}: activations not found; capture them first (dvc repro)")
     tensors = load_file(str(path))
     layers = tuple(int(x) for x in tensors.pop(_LAYERS_KEY).tolist())
     return StoredActivations(acts=tensors, layers=layers)
+
+
+@dataclass(frozen=True)
+class ActivationsMeta:
+    """Where the activations came from and how they were split (field order = the file's)."""
+
+    trait: str
+    variant: str  # the extraction model's key in params
+    model: str  # hub id or local path
+    revision: str | None
+    adapter: str | None
+    position: str
+    sites: tuple[str, ...]
+    layers: tuple[int, ...]
+    paired: bool
+    val_fraction: float
+    split_seed: int
+    dataset_hash: str  # sha256 of the scenarios the responses came from
+    n_examples: int  # examples captured (after vetting)
+    n_generated: int  # responses generated (before vetting)
+    vetting: str | None  # the vetting table used, if any
+    n_empty_selection: int  # examples whose position selected no token (excluded)
+
+
+def write_meta(path: Path, meta: ActivationsMeta) -> None:
+    data = asdict(meta)
+    from_mapping(ActivationsMeta, data, str(path))  # the same checks a reader makes
+    write_json(path, data)
+
+
+def read_meta(path: Path) -> ActivationsMeta:
+    try:
+        return from_mapping(ActivationsMeta, read_json(path), str(path))
+    except UserInputError as err:
+        raise UserInputError(f"{err}; capture this trait's activations again") from None

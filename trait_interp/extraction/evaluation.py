@@ -7,8 +7,9 @@ from dataclasses import asdict
 import pandas as pd
 import torch
 
-from trait_interp.extraction.extract import ClassSets
 from trait_interp.core.metrics import score_direction
+from trait_interp.extraction.activation_store import ActivationsMeta
+from trait_interp.extraction.extract import ClassSets
 
 
 def evaluate_layers(
@@ -31,24 +32,29 @@ def evaluate_layers(
     return records
 
 
-def summarize(df: pd.DataFrame, meta: dict, plot_site: str) -> dict:
+def summarize(df: pd.DataFrame, meta: ActivationsMeta, plot_site: str) -> dict:
     """Small metrics for `dvc metrics show`: the best vector overall, and per method at one site."""
 
     def brief(row: pd.Series) -> dict:
         return {"layer": int(row["layer"]), "val_accuracy": round(float(row["val_accuracy"]), 4),
                 "cohens_d": round(float(row["cohens_d"]), 4)}
 
-    real = df[df["method"] != "random_baseline"]  # a baseline is never "the best vector"
-    overall = df.loc[best_index(real if len(real) else df)]
+    overall = best_vector(df)
     per_method = {
         method: brief(group.loc[best_index(group)]) for method, group in df[df["site"] == plot_site].groupby("method")
     }
     return {
-        "trait": meta["trait"],
-        "position": meta["position"],
+        "trait": meta.trait,
+        "position": meta.position,
         "best": {"site": overall["site"], "method": overall["method"], **brief(overall)},
         plot_site: per_method,
     }
+
+
+def best_vector(df: pd.DataFrame) -> pd.Series:
+    """The row of the best vector overall: a random baseline is never "the best vector"."""
+    real = df[df["method"] != "random_baseline"]
+    return df.loc[best_index(real if len(real) else df)]
 
 
 def best_index(df: pd.DataFrame) -> int:

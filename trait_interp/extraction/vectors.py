@@ -79,7 +79,7 @@ def save_vectors(directory: Path, vector_set: VectorSet) -> None:
 def load_vectors(directory: Path, site: str, method: str) -> VectorSet:
     tensor_path, json_path = vector_paths(directory, site, method)
     if not tensor_path.is_file() or not json_path.is_file():
-        raise UserInputError(f"{tensor_path}: no vectors for site '{site}' method '{method}'; run extract_vectors")
+        raise UserInputError(f"{tensor_path}: no vectors for site '{site}' method '{method}'; extract them first (dvc repro)")
     tensors = load_file(str(tensor_path))
     meta = VectorMetadata(**json.loads(json_path.read_text(encoding="utf-8")))
     if tensors["layers"].tolist() != meta.layers:

@@ -23,8 +23,16 @@ from trait_interp.judge.judge import (
     vet_scores,
 )
 from trait_interp.judge.openai_backend import OpenAIBackend, openai_backend_from_env
-from trait_interp.judge.scoring import COHERENCE_MIN_MASS, TRAIT_MIN_MASS, aggregate_logprob_score
-from trait_interp.judge.templates import Template, combine_coherence, custom_eval_template
+from trait_interp.judge.scoring import (
+    COHERENCE_MIN_MASS,
+    TRAIT_MIN_MASS,
+    aggregate_logprob_score,
+)
+from trait_interp.judge.templates import (
+    Template,
+    combine_coherence,
+    custom_eval_template,
+)
 
 __all__ = [
     "COHERENCE_MIN_MASS",

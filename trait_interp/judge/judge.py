@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass
 
 from trait_interp.judge.backends import FieldBackend, FieldRequest, JudgeBackend, Reply
 from trait_interp.judge.cache import JudgeCache, cache_key, new_entry
-from trait_interp.judge.scoring import COHERENCE_MIN_MASS, TRAIT_MIN_MASS, aggregate_logprob_score
+from trait_interp.judge.scoring import (
+    COHERENCE_MIN_MASS,
+    TRAIT_MIN_MASS,
+    aggregate_logprob_score,
+)
 from trait_interp.judge.templates import (
     COHERENCE,
     MAX_JUDGED_CHARS,
@@ -28,7 +32,6 @@ from trait_interp.judge.templates import (
     first_words,
     truncate,
 )
-
 
 SCORE_DECIMALS = 3  # far below any meaningful difference on a 0-100 scale
 

@@ -21,10 +21,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
+from trait_interp.core.prompting import (
+    PromptSpec,
+    left_pad,
+    prompt_ids,
+    uses_chat_template,
+)
 from trait_interp.judge.backends import TOP_LOGPROBS, OnReply, Reply, merge_top_logprobs
 from trait_interp.judge.templates import Messages
-from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, left_pad, prompt_ids, uses_chat_template
 
 
 class LocalBackend:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.models import ModelSpec, check_spec
 from trait_interp.judge.backends import FieldBackend, JudgeBackend
 from trait_interp.judge.openai_backend import openai_backend_from_env
-from trait_interp.core.models import ModelSpec, check_spec
 
 if TYPE_CHECKING:  # the toy world's package is loaded only for the lexicon backend
     from trait_interp.toy.lexicon import Lexicon
@@ -63,13 +63,15 @@ def make_backend(
         if lexicon is None:
             raise UserInputError(
                 f"{where}.backend: lexicon needs the planted vocabulary; pass the stage --lexicon "
-                "datasets/toy/lexicon.json (see dvc.yaml)"
+                "datasets/toy/lexicon.json (the toy world's planted words)"
             )
-        scorer = check_local_spec(settings.local_model, f"{where}.local_model")
         LexiconBackend = toy_module(where, "lexicon_backend").LexiconBackend  # torch only when needed
+        scorer = check_local_spec(settings.local_model, f"{where}.local_model")
         return LexiconBackend(lexicon[0], lexicon[1], scorer, batch_size=settings.batch_size)
     spec = check_local_spec(settings.local_model, f"{where}.local_model")
-    from trait_interp.judge.local_backend import LocalBackend  # torch/transformers only when needed
+    from trait_interp.judge.local_backend import (
+        LocalBackend,  # torch/transformers only when needed
+    )
 
     return LocalBackend(spec, batch_size=settings.batch_size)
 

@@ -25,6 +25,8 @@ from trait_interp.core.layers import normalize_layer
 from trait_interp.core.sites import input_device, num_layers, resolve_site
 
 CleanMode = Literal["none", "recommended", "top_k"]
+CLEAN_MODES: tuple[CleanMode, ...] = get_args(CleanMode)
+CLEANING_PARTS: tuple[CleanMode, ...] = ("recommended", "top_k")  # the modes that remove dims (all but none)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,13 @@ from torch import nn
 from trait_interp.core.batching import BatchSize
 from trait_interp.core.forward import Batch, TokenSequence, forward_batches
 from trait_interp.core.layers import normalize_layer
-from trait_interp.core.sites import input_device, module_device, num_layers, resolve_site, site_width
+from trait_interp.core.sites import (
+    input_device,
+    module_device,
+    num_layers,
+    resolve_site,
+    site_width,
+)
 
 COLUMNS = (
     "prompt_id", "frame", "token_index", "token", "layer", "trait", "method", "site", "projection", "token_norm",

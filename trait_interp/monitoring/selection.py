@@ -1,17 +1,18 @@
-"""Monitoring settings and the layer choice per trait (the top-level ``layer`` param)."""
+"""Monitoring settings and which vectors monitoring projects on: per trait, the chosen layers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from trait_interp.core.batching import BatchSize
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json
-from trait_interp.core.layers import best_offset, normalize_layer, parse_layers
-from trait_interp.monitoring.projection import TraitVector
+from trait_interp.core.layers import parse_layer_choice
 from trait_interp.extraction.vectors import load_vectors
+from trait_interp.monitoring.massive_dims import CleanMode
+from trait_interp.monitoring.projection import TraitVector
+from trait_interp.steering.best import read_best
 
 
 @dataclass(frozen=True)
@@ -20,50 +21,40 @@ class MonitoringSettings:
 
     method: str = "probe"
     site: str = "residual"
-    batch_size: int = 8
-    clean_massive_dims: Literal["none", "recommended", "top_k"] = "none"
+    batch_size: BatchSize = 8
+    clean_massive_dims: CleanMode = "none"
     dynamics_window: int = 5  # trailing moving average before velocity / commitment
     commitment_threshold: float = 0.5  # |smoothed velocity| below this (projection units per token)
 
 
-def monitor_layers(value: object, n_layers: int, trait: str, best_layer: Callable[[str], int]) -> tuple[int, ...]:
-    """Layers to project ``trait`` on: an int, a list, ``all``, ``best`` or ``best+N`` / ``best-N``.
-
-    ``best`` is the trait's best steering layer (``best.json`` of steering_eval); ``best_layer``
-    raises a user error when the trait has no steering result.
-    """
-    offset = best_offset(value)
-    if offset is not None:
-        return (normalize_layer(best_layer(trait) + offset, n_layers),)
-    if isinstance(value, bool) or not isinstance(value, (int, str, list, tuple)):
-        raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, all, best or best+N")
-    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers)
-
-
 def monitor_vectors(
-    vectors_root: Path,
-    traits: Sequence[str],
+    vector_dirs: Mapping[str, Path],
     layer: object,
     n_layers: int,
     settings: MonitoringSettings,
     best_layer: Callable[[str], int],
 ) -> list[TraitVector]:
-    """One TraitVector per (trait, chosen layer), read from ``<vectors_root>/<trait>/vectors``."""
+    """One TraitVector per (trait, chosen layer), read from each trait's vectors folder (trait -> folder).
+
+    ``layer``: an int, a list, ``all``, ``best`` or ``best+N`` / ``best-N``, where ``best`` is the
+    trait's best steering layer (``best_layer(trait)``, which raises a user error when there is none).
+    """
     vectors = []
-    for trait in traits:
-        vector_set = load_vectors(Path(vectors_root) / trait / "vectors", settings.site, settings.method)
-        for chosen in monitor_layers(layer, n_layers, trait, best_layer):
+    for trait, folder in vector_dirs.items():
+        vector_set = load_vectors(folder, settings.site, settings.method)
+        for chosen in parse_layer_choice(layer, n_layers, lambda t=trait: best_layer(t), "layer", allow_all=True):
             vectors.append(TraitVector(trait, settings.method, settings.site, chosen, vector_set.layer(chosen)))
     return vectors
 
 
-def steering_best_layer(steering_root: Path) -> Callable[[str], int]:
-    """``layer: best`` for monitoring: the first layer of each trait's steering ``best.json``."""
+def steering_best_layer(best_files: Mapping[str, Path]) -> Callable[[str], int]:
+    """``layer: best`` for monitoring: the first layer of each trait's steering result (trait -> best.json)."""
 
     def best(trait: str) -> int:
-        path = Path(steering_root) / trait / "best.json"
+        path = Path(best_files[trait])
         if not path.is_file():
-            raise UserInputError(f"{path}: layer: best needs a steering result for {trait}; run steering_eval first")
-        return int(read_json(path)["layers"][0])
+            raise UserInputError(f"{path}: layer: best needs a steering result for {trait}; steer it first (dvc repro)")
+        return int(read_best(path).layers[0])
 
     return best
+

@@ -24,9 +24,11 @@ from trait_interp.steering.coefficient_search import (
     run_searches,
     sign_of,
 )
-from trait_interp.core.errors import UserInputError
-from trait_interp.core.layers import best_offset, normalize_layer, parse_layers
-from trait_interp.steering.interventions import SteeringTerm, generate_steered, mean_activation_norm
+from trait_interp.steering.interventions import (
+    SteeringTerm,
+    generate_steered,
+    mean_activation_norm,
+)
 
 # (questions, answers) -> one (trait score, coherence) per answer; None = not scored
 ScoreFn = Callable[[Sequence[str], Sequence[str]], Sequence[tuple[float | None, float | None]]]
@@ -206,16 +208,3 @@ def evaluate_steering(
         "activation_norm": norm,
     }
     return SteeringOutcome(responses, steps, best, norm, sweep)
-
-
-def resolve_steering_layers(value: object, n_layers: int, best_layer: Callable[[], int]) -> tuple[int, ...]:
-    """The top-level ``layer`` param: an int, a list (steered together), ``best`` or ``best+N``.
-
-    ``best`` is the extraction evaluation's best layer for the steered method and site.
-    """
-    offset = best_offset(value)
-    if offset is not None:
-        return (normalize_layer(best_layer() + offset, n_layers),)
-    if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
-        raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, best, or best+N")
-    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers)

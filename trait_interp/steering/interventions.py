@@ -15,7 +15,7 @@ removed in ``finally``, also when the forward pass raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -26,7 +26,7 @@ from torch import nn
 from trait_interp.core.batching import BatchSize
 from trait_interp.core.forward import Batch, TokenSequence, forward_batches
 from trait_interp.core.generation import generate_greedy
-from trait_interp.core.hooks import OutputHook, output_hooks, output_tensor
+from trait_interp.core.hooks import OutputHook, output_hooks
 from trait_interp.core.layers import normalize_layer
 from trait_interp.core.sites import module_device, num_layers, resolve_site, site_width
 

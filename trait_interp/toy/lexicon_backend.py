@@ -32,10 +32,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trait_interp.judge.backends import FieldRequest, OnReply, Reply, score_as_logprobs
-from trait_interp.toy.lexicon import Lexicon
 from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
 from trait_interp.core.prompting import PromptSpec, left_pad, prompt_ids
+from trait_interp.judge.backends import FieldRequest, OnReply, Reply, score_as_logprobs
+from trait_interp.toy.lexicon import Lexicon
 
 TRAIT_FIELDS = {"response_vetting": "response", "steering_trait": "answer", "custom_eval": "answer"}
 COHERENCE_TEMPLATE = "coherence"

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
 START_TURN, END_TURN = "<start_of_turn>", "<end_of_turn>"

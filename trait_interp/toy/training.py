@@ -24,7 +24,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from trait_interp.toy.lexicon import Lexicon
-from trait_interp.toy.models import CHAT_TEMPLATE, ToyModelSettings, build_model, copy_model, train_tokenizer
+from trait_interp.toy.models import (
+    CHAT_TEMPLATE,
+    ToyModelSettings,
+    build_model,
+    copy_model,
+    train_tokenizer,
+)
 from trait_interp.toy.world import Corpus, World, generate_corpus
 
 Example = tuple[list[int], list[int]]

@@ -1,0 +1,166 @@
+"""End to end on trained toy models, through the stage commands: the pipeline recovers the planted truth.
+
+One session fixture trains a smaller toy world (the refusal trait only, fewer steps: about a
+minute) and runs the refusal trait through generation, vetting (the lexicon oracle at 60 / 40),
+capture, extraction, evaluation and steering. Independent truths: the planted vocabulary in
+datasets/toy/lexicon.json and a random direction of the same norm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from schemas.evaluation import VectorEvaluation
+from schemas.responses import Responses
+from schemas.steering import SteeringCurve
+from schemas.vetting import VettingScores
+from stages.cli import app
+from tests.conftest import CORPUS, REPO
+from trait_interp.core.tables import read_table
+from trait_interp.toy.lexicon import lexicon_for
+
+TRAIT = "behavior/refusal"
+LEXICON = REPO / "datasets/toy/lexicon.json"
+SWEEP = [-1.0, -0.5, 0.5, 1.0]
+SMALLER = {  # ~1/4 of the default training, one planted trait
+    "examples_per_side": 1000,
+    "base": {"steps": 900, "batch_size": 32, "lr": 0.003},
+    "chat": {"steps": 350, "batch_size": 32, "lr": 0.0015},
+}
+
+
+def invoke(*args: object) -> None:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, (args[0], result.output)
+
+
+def params_file(root: Path, name: str, **steering: object) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["models"] = {
+        "toy-base": {"path": str(root / "models/base"), "dtype": "float32", "device": "cpu"},
+        "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
+    }
+    params["toy_models"].update(SMALLER)
+    params["judge"]["local_model"]["path"] = str(root / "models/instruct")
+    params["steering"].update(sweep_ratios=SWEEP, **steering)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def steer(root: Path, params: Path, dest: str) -> dict:
+    out = root / "exp"
+    invoke("steering-eval", "--trait", TRAIT, "--questions", REPO / f"datasets/traits/{TRAIT}/steering.json",
+           "--definition", REPO / f"datasets/traits/{TRAIT}/definition.txt", "--vectors", out / "vectors",
+           "--evaluation", out / "evaluation.csv", "--judge-cache", root / f"{dest}-cache.jsonl",
+           "--lexicon", LEXICON, "--responses", root / dest / "responses.jsonl", "--best", root / dest / "best.json",
+           "--metrics", root / dest / "metrics.json", "--headline", root / dest / "headline.json",
+           "--plot", root / dest / "curve.csv", "--params", params)
+    return {
+        "best": json.loads((root / dest / "best.json").read_text()),
+        "metrics": json.loads((root / dest / "metrics.json").read_text()),
+        "curve": read_table(root / dest / "curve.csv", SteeringCurve),
+    }
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy_world")
+    world = json.loads((REPO / "datasets/toy/world.json").read_text())
+    world["traits"] = {TRAIT: world["traits"][TRAIT]}
+    (root / "world.json").write_text(json.dumps(world))
+    params = params_file(root, "params")
+    out = root / "exp"
+    invoke("build-toy-models", "--world", root / "world.json", "--lexicon", LEXICON, "--filler", CORPUS,
+           "--out-base", root / "models/base", "--out-instruct", root / "models/instruct",
+           "--out-judge", root / "models/judge", "--loss-base", root / "loss-base.csv",
+           "--loss-chat", root / "loss-chat.csv", "--metrics", root / "training.json", "--params", params)
+    source = REPO / f"datasets/traits/{TRAIT}"
+    invoke("generate-responses", "--trait", TRAIT, "--positive", source / "positive.txt",
+           "--negative", source / "negative.txt", "--out", out / "responses.jsonl", "--params", params)
+    invoke("vet-responses", "--trait", TRAIT, "--responses", out / "responses.jsonl",
+           "--definition", source / "definition.txt", "--judge-cache", out / "vet-cache.jsonl", "--lexicon", LEXICON,
+           "--out", out / "vetting.jsonl", "--metrics", out / "vet-metrics.json", "--params", params)
+    invoke("capture-activations", "--responses", out / "responses.jsonl", "--vetting", out / "vetting.jsonl",
+           "--out", out / "activations", "--params", params)
+    invoke("extract-vectors", "--activations", out / "activations", "--out", out / "vectors", "--params", params)
+    invoke("evaluate-vectors", "--activations", out / "activations", "--vectors", out / "vectors",
+           "--table", out / "evaluation.csv", "--metrics", out / "metrics.json",
+           "--plot-accuracy", out / "acc.csv", "--plot-effect", out / "d.csv")
+    probe = steer(root, params, "probe")  # the coefficient search, plus the sweep on both sides of zero
+    # the control: a random unit direction (extract_vectors' random_baseline) at the very same coefficients
+    grid = sorted({probe["best"]["coefficient"], *(r * probe["best"]["activation_norm"] for r in SWEEP)})
+    control = steer(root, params_file(root, "control", method="random_baseline", coefficients=grid), "control")
+    return root, out, probe, control
+
+
+def test_training_lowers_the_loss_and_is_recorded(toy_run):
+    root, *_ = toy_run
+    training = json.loads((root / "training.json").read_text())
+    for phase in ("base", "chat"):
+        assert training[phase]["steps"] == SMALLER[phase]["steps"]
+        assert training[phase]["final_loss"] < 0.5 * training[phase]["first_loss"]
+    assert len(pd.read_csv(root / "loss-base.csv")) == SMALLER["base"]["steps"]
+
+
+def test_the_base_model_expresses_the_planted_trait_and_vetting_keeps_those_pairs(toy_run):
+    _, out, *_ = toy_run
+    lexicon = lexicon_for(LEXICON, TRAIT)
+    responses = read_table(out / "responses.jsonl", Responses)
+    vetting = read_table(out / "vetting.jsonl", VettingScores)
+    assert int(vetting["kept"].sum()) // 2 >= 10  # of 40 pairs, at the reference thresholds 60 / 40
+    kept = responses[vetting["kept"].to_numpy()]
+    for polarity, text in zip(kept["polarity"], kept["response"]):
+        trait, contrast = lexicon.counts(text)  # counted from the lexicon file, not from the judge
+        assert (trait > contrast) if polarity == "positive" else (contrast > trait), (polarity, text)
+
+
+def test_probe_accuracy_at_the_best_layer(toy_run):
+    _, out, *_ = toy_run
+    evaluation = read_table(out / "evaluation.csv", VectorEvaluation)
+    probe = evaluation[(evaluation["site"] == "residual") & (evaluation["method"] == "probe")].set_index("layer")
+    assert probe["val_accuracy"].max() >= 0.9
+    assert probe.loc[[1, 2], "val_accuracy"].min() >= 0.75  # well above chance at the middle layers of 4
+    assert (probe.loc[[1, 2], "cohens_d"] > 2).all() and probe["polarity_correct"].all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["residual"]["probe"]["val_accuracy"] >= 0.9
+
+
+def test_steering_raises_the_oracle_score_with_a_positive_coefficient_and_lowers_it_with_a_negative(toy_run):
+    *_, probe, _ = toy_run
+    sweep = probe["metrics"]["sweep"]
+    baseline = sweep["+0"]["trait"]
+    assert sweep["+1"]["trait"] >= baseline + 10 and sweep["-1"]["trait"] <= baseline - 10
+    assert sweep["+0.5"]["trait"] >= baseline and sweep["-0.5"]["trait"] <= baseline
+    assert probe["metrics"]["sweep_monotonic"] is True
+    for ratio in ("-0.5", "+0", "+0.5"):  # small coefficients keep the answers coherent
+        assert sweep[ratio]["coherence"] >= probe["best"]["min_coherence"]
+
+
+def test_the_searched_best_coefficient_keeps_coherence_above_the_threshold(toy_run):
+    *_, probe, _ = toy_run
+    best = probe["best"]
+    assert best["valid"] is True and best["coherence_mean"] >= best["min_coherence"] == 70
+    assert best["coefficient"] > 0 and best["delta"] > 0
+    search = probe["curve"][probe["curve"]["kind"] == "search"]
+    assert len(search) == yaml.safe_load((REPO / "params.yaml").read_text())["steering"]["search_steps"]
+
+
+def test_a_random_direction_of_the_same_norm_moves_the_score_far_less(toy_run):
+    *_, probe, control = toy_run
+    assert control["best"]["method"] == "random_baseline"
+    assert control["best"]["activation_norm"] == pytest.approx(probe["best"]["activation_norm"], rel=1e-6)
+    steered = pd.concat([probe["curve"], control["curve"]], keys=["probe", "random"]).reset_index(level=0)
+    baseline = probe["metrics"]["baseline_trait"]
+    for coefficient in control["curve"].loc[control["curve"]["kind"] == "grid", "coefficient"]:
+        at = steered[(steered["coefficient"] - coefficient).abs() < 1e-6].groupby("level_0")["trait_mean"].first()
+        effect, placebo = at["probe"] - baseline, at["random"] - baseline
+        if abs(coefficient) >= 0.5 * probe["best"]["activation_norm"]:
+            assert abs(effect) >= 10, (coefficient, effect)
+            assert abs(placebo) <= 0.5 * abs(effect), (coefficient, effect, placebo)
