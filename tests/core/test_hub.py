@@ -44,7 +44,7 @@ from tests.fake_hub import (
 )
 from trait_interp.core.hub import resolve_revision
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPECS = {spec.hub_id: spec for spec in MODEL_SPECS}
 INSTRUCT = [spec.hub_id for spec in MODEL_SPECS if spec.instruct]
 LLAMA_INSTRUCT = [spec.hub_id for spec in MODEL_SPECS if spec.instruct and spec.family == "llama3"]
