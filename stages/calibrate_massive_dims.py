@@ -10,6 +10,7 @@ import typer
 
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, named_model, stage_params, user_errors
+from trait_interp.core.batching import BatchSize
 from trait_interp.core.config import from_mapping
 from trait_interp.core.forward import TokenSequence
 from trait_interp.core.io import write_json
@@ -29,7 +30,7 @@ class MassiveDimsSettings:
     site: str = "residual"
     top_k: int = 5
     min_layers: int = 3
-    batch_size: int = 8
+    batch_size: BatchSize = 8
 
 
 @user_errors

@@ -16,6 +16,7 @@ import typer
 
 from schemas.inference import InferenceResponses
 from stages._common import ParamsOption, named_model, stage_params, user_errors
+from trait_interp.core.batching import BatchSize
 from trait_interp.core.config import from_mapping
 from trait_interp.core.forward import TokenSequence
 from trait_interp.core.io import atomic_dir
@@ -34,7 +35,7 @@ class RawActivationSettings:
 
     site: str = "residual"
     layers: str | int | list[int] = "all"
-    batch_size: int = 8
+    batch_size: BatchSize = 8
 
 
 @user_errors

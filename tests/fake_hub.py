@@ -75,10 +75,24 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 if TYPE_CHECKING:  # transformers is imported lazily: importing this module stays cheap
-    from transformers import GenerationConfig, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import (
+        GenerationConfig,
+        PreTrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "datasets" / "toy" / "tokenizer_corpus.txt"

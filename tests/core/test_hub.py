@@ -107,7 +107,13 @@ def _expected_eos(spec: ModelSpec, tokenizer) -> int | list[int]:
 
 @pytest.mark.parametrize("hub_id", sorted(SPECS))
 def test_every_fake_model_loads_offline_by_hub_id(hub, hub_id):
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2ForCausalLM, GenerationConfig, LlamaForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Gemma2ForCausalLM,
+        GenerationConfig,
+        LlamaForCausalLM,
+    )
 
     spec = SPECS[hub_id]
     tokenizer = AutoTokenizer.from_pretrained(hub_id)
@@ -358,7 +364,10 @@ class _FakeHubApi:
         self.calls: list[tuple[str, str | None]] = []
 
     def info(self, repo_id: str, revision: str | None = None, **kwargs) -> SimpleNamespace:
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
         from huggingface_hub.utils import httpx
 
         self.calls.append((repo_id, revision))

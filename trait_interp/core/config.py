@@ -43,7 +43,7 @@ def get_key(data: Mapping[str, Any], dotted: str, source: str) -> Any:
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise UserInputError(f"{source}: missing param '{dotted}'; add it (see the README's params section)")
+            raise UserInputError(f"{source}: missing param '{dotted}'; add it (see docs/params.md)")
         node = node[part]
     return node
 

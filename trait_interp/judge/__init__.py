@@ -3,12 +3,12 @@
 Modules: ``scoring`` (aggregation), ``templates`` (prompts, brace-safe filling, two-stage
 coherence), ``cache`` (append-only JSONL cache), ``backends`` (the backend interface),
 ``openai_backend`` (any OpenAI-compatible API), ``local_backend`` (a local HF model),
-``lexicon`` and ``lexicon_backend`` (the toy world's oracle: planted words and perplexity),
 ``judge`` (cached batched scoring and the stage helpers), ``settings`` (``judge:`` params,
-``make_backend``).
+``make_backend``), ``session`` (a judge for one stage run). The toy world's oracle (planted words
+and perplexity) is ``trait_interp.toy.lexicon_backend``, loaded by name for ``backend: lexicon``.
 
-Only the light modules are re-exported here; ``local_backend``, ``lexicon_backend`` and
-``settings`` import torch and transformers, so import them by their module path.
+Only the light modules are re-exported here; ``local_backend`` and ``settings`` import torch and
+transformers, so import them by their module path.
 """
 
 from trait_interp.judge.backends import JudgeBackend, Reply

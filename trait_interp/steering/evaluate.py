@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from trait_interp.core.batching import BatchSize
 from trait_interp.core.forward import TokenSequence
 from trait_interp.steering.coefficient_search import (
     Direction,
@@ -43,7 +44,7 @@ class SteeringSettings:
     positions: Literal["all", "response_only"] = "all"
     subset: int | None = None  # first N questions of steering.json; None = all
     max_new_tokens: int = 64
-    batch_size: int = 16
+    batch_size: BatchSize = 16
     start_ratio: float = 0.7
     up_mult: float = 1.3
     down_mult: float = 0.85
