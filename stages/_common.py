@@ -16,6 +16,7 @@ from trait_interp.core.errors import UserInputError
 
 if TYPE_CHECKING:  # torch and transformers load with the stages that use a model, not with every command
     from trait_interp.core.models import ModelSpec
+    from trait_interp.core.resolution import ResolvedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,19 +51,23 @@ def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) 
     return values
 
 
-def chosen_model(values: dict[str, Any], role: str, params_path: Path) -> tuple[str, ModelSpec]:
-    """The registry entry named by ``role`` (e.g. ``extraction_model``), read via ``models.{role}``."""
-    from trait_interp.core.models import model_spec
+def resolved_model(record_path: Path) -> tuple[ResolvedModel, ModelSpec, str]:
+    """A model's record (written by resolve_models), its entry pinned to the record, and its params name.
 
-    key = values[role]
-    return key, model_spec({key: values[f"models.{{{role}}}"]}, key, str(params_path))
+    The name (``models.<key>``) is what error messages about the model use.
+    """
+    from trait_interp.core.resolution import pinned, read_record
+
+    record = read_record(record_path)
+    return record, pinned(record), f"models.{record.key}"
 
 
-def named_model(values: dict[str, Any], key: str, params_path: Path) -> tuple[str, ModelSpec]:
-    """The registry entry ``key`` given on the command line, read via ``models.{model}``."""
-    from trait_interp.core.models import model_spec
-
-    return key, model_spec({key: values["models.{model}"]}, key, str(params_path))
+ModelRecordOption = Annotated[
+    Path, typer.Option("--model", help="The model's record from resolve_models (models/resolved/<key>.json).")
+]
+JudgeRecordOption = Annotated[
+    Path, typer.Option("--judge", help="The judge's record from resolve_models (models/resolved/judge.json).")
+]
 
 
 def rounded(value: float | None, digits: int = 4) -> float | None:

@@ -9,17 +9,23 @@ from typing import Annotated
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, named_model, stage_params, user_errors
+from stages._common import (
+    ModelRecordOption,
+    ParamsOption,
+    resolved_model,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.batching import BatchSize
 from trait_interp.core.config import from_mapping
-from trait_interp.core.forward import TokenSequence
+from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import write_json
 from trait_interp.core.models import load_model
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table
 from trait_interp.monitoring.massive_dims import calibrate
 
-PARAMS = ("models.{model}", "massive_dims")
+PARAMS = ("massive_dims",)
 
 
 @dataclass(frozen=True)
@@ -35,23 +41,22 @@ class MassiveDimsSettings:
 
 @user_errors
 def main(
-    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
+    model: ModelRecordOption,
     responses: Annotated[Path, typer.Option(help="Responses of the calibration prompt set (generate_inference).")],
     out: Annotated[Path, typer.Option(help="Calibration to write (.json); the project stage reads it.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Mean activation per layer over all response tokens; its top-k dims and those recurring across layers."""
-    p = stage_params(params, PARAMS, model=model)
-    key, spec = named_model(p, model, params)
+    p = stage_params(params, PARAMS)
+    record, spec, where = resolved_model(model)
     settings = from_mapping(MassiveDimsSettings, p["massive_dims"], f"{params}:massive_dims")
     site = check_site(settings.site)
     table = read_table(responses, InferenceResponses)
-    model = load_model(spec)
-    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    loaded = load_model(spec, where)
+    sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     result = calibrate(
-        model, sequences, list(range(num_layers(model))), pad_id, site, settings.top_k, settings.batch_size,
-        settings.min_layers, model_name=key, progress=True,
+        loaded, sequences, list(range(num_layers(loaded))), pad_token_id(loaded), site, settings.top_k,
+        settings.batch_size, settings.min_layers, model_name=record.key, progress=True,
     )
     write_json(out, {"prompt_set": settings.prompt_set, **result.to_json()})
-    typer.echo(f"massive dims ({key}, {settings.prompt_set}): recommended {result.recommended} -> {out}")
+    typer.echo(f"massive dims ({record.key}, {settings.prompt_set}): recommended {result.recommended} -> {out}")

@@ -13,7 +13,13 @@ import typer
 from schemas.examples import Examples
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import (
+    ModelRecordOption,
+    ParamsOption,
+    resolved_model,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.forward import pad_token_id, token_sequences
@@ -34,7 +40,7 @@ from trait_interp.extraction.activation_store import (
 from trait_interp.extraction.capture import ExtractionSettings, capture_pooled
 from trait_interp.extraction.split import assign_split
 
-PARAMS = ("extraction_model", "models.{extraction_model}", "extraction")
+PARAMS = ("extraction",)
 
 
 def dataset_hash(responses: pd.DataFrame) -> str:
@@ -56,6 +62,7 @@ def kept_responses(table: pd.DataFrame, vetting: pd.DataFrame, where: Path) -> p
 def main(
     responses: Annotated[Path, typer.Option(help="Responses table from generate_responses (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Output folder: activations.safetensors, examples.csv, meta.json.")],
+    model: ModelRecordOption,
     vetting: Annotated[
         Path | None, typer.Option(help="Vetting table from vet_responses (.jsonl); only kept responses are used.")
     ] = None,
@@ -63,7 +70,7 @@ def main(
 ) -> None:
     """Capture pooled activations (one forward pass per batch) and a pair-preserving train/val split."""
     p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "extraction_model", params)
+    record, spec, where = resolved_model(model)
     settings = from_mapping(ExtractionSettings, p["extraction"], f"{params}:extraction")
     position = parse_position(settings.position)
     sites = tuple(check_site(site) for site in settings.sites)
@@ -72,10 +79,10 @@ def main(
     if vetting is not None:
         table = kept_responses(table, read_table(vetting, VettingScores), vetting)
 
-    model = load_model(spec)
-    layers = parse_layers(settings.layers, num_layers(model))
+    loaded = load_model(spec, where)
+    layers = parse_layers(settings.layers, num_layers(loaded))
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
-    pooled = capture_pooled(model, sequences, position, sites, layers, pad_token_id(model), settings.batch_size,
+    pooled = capture_pooled(loaded, sequences, position, sites, layers, pad_token_id(loaded), settings.batch_size,
                             progress=True)
 
     groups = table["pair_index"] if settings.paired else list(zip(table["polarity"], table["pair_index"]))
@@ -92,10 +99,10 @@ def main(
     n_empty = int((examples["n_tokens"] == 0).sum())
     meta = ActivationsMeta(
         trait=str(table["trait"].iloc[0]),
-        variant=key,
-        model=spec.source,
-        revision=spec.revision,
-        adapter=None,
+        variant=record.key,
+        model=record.source,
+        revision=record.revision_label,
+        adapter=record.adapter_label,
         position=str(position),
         sites=sites,
         layers=tuple(layers),

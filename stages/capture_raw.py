@@ -15,10 +15,16 @@ from typing import Annotated
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, named_model, stage_params, user_errors
+from stages._common import (
+    ModelRecordOption,
+    ParamsOption,
+    resolved_model,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.batching import BatchSize
 from trait_interp.core.config import from_mapping
-from trait_interp.core.forward import TokenSequence
+from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.layers import parse_layers
 from trait_interp.core.models import load_model
@@ -26,7 +32,7 @@ from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table
 from trait_interp.monitoring.raw_capture import capture_tokens, save_token_activations
 
-PARAMS = ("models.{model}", "raw_activations.site", "raw_activations.layers", "raw_activations.batch_size")
+PARAMS = ("raw_activations.site", "raw_activations.layers", "raw_activations.batch_size")
 
 
 @dataclass(frozen=True)
@@ -40,23 +46,22 @@ class RawActivationSettings:
 
 @user_errors
 def main(
-    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
+    model: ModelRecordOption,
     responses: Annotated[Path, typer.Option(help="Responses table from generate_inference (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Folder to write: one <prompt_id>.safetensors per prompt.")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Every token of every stored response through the model once; ``[n_tokens, n_layers, width]`` per prompt."""
-    p = stage_params(params, PARAMS, model=model)
-    _, spec = named_model(p, model, params)
+    p = stage_params(params, PARAMS)
+    _, spec, where = resolved_model(model)
     section = {k: p[f"raw_activations.{k}"] for k in ("site", "layers", "batch_size")}
     settings = from_mapping(RawActivationSettings, section, f"{params}:raw_activations")
     site = check_site(settings.site)
     table = read_table(responses, InferenceResponses)
-    loaded = load_model(spec)
+    loaded = load_model(spec, where)
     layers = list(parse_layers(settings.layers, num_layers(loaded)))
-    sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
-    pad_id = loaded.config.pad_token_id if loaded.config.pad_token_id is not None else 0
-    acts = capture_tokens(loaded, sequences, site, layers, pad_id, settings.batch_size)
+    sequences = token_sequences(table["prompt_ids"], table["response_ids"])
+    acts = capture_tokens(loaded, sequences, site, layers, pad_token_id(loaded), settings.batch_size)
     with atomic_dir(out) as tmp:
         save_token_activations(tmp, list(table["prompt_id"]), acts, layers)
     size = sum(a.numel() * a.element_size() for a in acts)

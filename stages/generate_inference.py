@@ -10,7 +10,13 @@ import pandas as pd
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, named_model, stage_params, user_errors
+from stages._common import (
+    ModelRecordOption,
+    ParamsOption,
+    resolved_model,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import load_prompt_set
 from trait_interp.core.errors import UserInputError
@@ -24,19 +30,19 @@ from trait_interp.core.prompting import (
 )
 from trait_interp.core.tables import write_table
 
-PARAMS = ("models.{model}", "inference")
+PARAMS = ("inference",)
 
 
 @user_errors
 def main(
-    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
+    model: ModelRecordOption,
     prompt_set: Annotated[Path, typer.Option(help="Prompt set (.json): name, description, prompts [{id, text, note}].")],
     out: Annotated[Path, typer.Option(help="Responses table to write (.jsonl).")],
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate greedy answers with exact token ids and strings (the prompt set's system prompt applies)."""
-    p = stage_params(params, PARAMS, model=model)
-    key, spec = named_model(p, model, params)
+    p = stage_params(params, PARAMS)
+    record, spec, where = resolved_model(model)
     settings = from_mapping(GenerationSettings, p["inference"], f"{params}:inference")
     if settings.max_new_tokens == "auto":
         raise UserInputError(f"{params}:inference.max_new_tokens: give a number of tokens (auto is for extraction)")
@@ -48,9 +54,9 @@ def main(
         prompt_ids(tokenizer, PromptSpec(q.text, prompts.system_prompt), chat, spec.merge_system_prompt)
         for q in prompts.prompts
     ]
-    model = load_model(spec)
+    loaded = load_model(spec, where)
     responses = generate_greedy(
-        model, ids, int(settings.max_new_tokens), tokenizer.pad_token_id, [tokenizer.eos_token_id],
+        loaded, ids, int(settings.max_new_tokens), tokenizer.pad_token_id, record.eos_token_ids,
         settings.batch_size, progress=True,
     )
     table = pd.DataFrame(
@@ -61,7 +67,7 @@ def main(
             "system_prompt": prompts.system_prompt,
             "note": [q.note for q in prompts.prompts],
             "extra": [json.dumps(q.extra, ensure_ascii=False, sort_keys=True) for q in prompts.prompts],
-            "model": key,
+            "model": record.key,
             "source": spec.source,
             "chat": chat,
             "prompt_ids": ids,
@@ -73,4 +79,4 @@ def main(
         }
     )
     write_table(table, InferenceResponses, out)
-    typer.echo(f"{prompts.name}: {len(table)} responses from {key} -> {out}")
+    typer.echo(f"{prompts.name}: {len(table)} responses from {record.key} -> {out}")

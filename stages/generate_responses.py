@@ -9,7 +9,13 @@ import pandas as pd
 import typer
 
 from schemas.responses import Responses
-from stages._common import ParamsOption, chosen_model, stage_params, user_errors
+from stages._common import (
+    ModelRecordOption,
+    ParamsOption,
+    resolved_model,
+    stage_params,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import TraitScenarios, load_scenarios, pair_scenarios
 from trait_interp.core.generation import GenerationSettings, generate_greedy
@@ -18,7 +24,7 @@ from trait_interp.core.positions import parse_position, resolve_max_new_tokens
 from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
 from trait_interp.core.tables import write_table
 
-PARAMS = ("extraction_model", "models.{extraction_model}", "extraction.position", "extraction.paired", "generation")
+PARAMS = ("extraction.position", "extraction.paired", "generation")
 
 
 @user_errors
@@ -27,11 +33,12 @@ def main(
     positive: Annotated[Path, typer.Option(help="positive.txt (or .jsonl) of the trait.")],
     negative: Annotated[Path, typer.Option(help="negative.txt (or .jsonl), line-paired with positive.")],
     out: Annotated[Path, typer.Option(help="Responses table to write (.jsonl).")],
+    model: ModelRecordOption,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate greedy responses for both sides of every scenario with the extraction model."""
     p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "extraction_model", params)
+    record, spec, where = resolved_model(model)
     position = parse_position(p["extraction.position"])
     gen = from_mapping(GenerationSettings, p["generation"], f"{params}:generation")
     max_new = resolve_max_new_tokens(position, None if gen.max_new_tokens == "auto" else gen.max_new_tokens)
@@ -49,9 +56,9 @@ def main(
     prompts = [
         prompt_ids(tokenizer, PromptSpec(s.text, s.system_prompt), chat, spec.merge_system_prompt) for _, _, s in rows
     ]
-    model = load_model(spec)
-    eos_ids = [tokenizer.eos_token_id]
-    responses = generate_greedy(model, prompts, max_new, tokenizer.pad_token_id, eos_ids, gen.batch_size, progress=True)
+    loaded = load_model(spec, where)
+    responses = generate_greedy(loaded, prompts, max_new, tokenizer.pad_token_id, record.eos_token_ids, gen.batch_size,
+                                progress=True)
     table = pd.DataFrame(
         {
             "trait": trait,
@@ -64,7 +71,7 @@ def main(
             "prompt_ids": prompts,
             "response_ids": responses,
             "response": [tokenizer.decode(ids, skip_special_tokens=True) for ids in responses],
-            "model": key,
+            "model": record.key,
         }
     )
     write_table(table, Responses, out)

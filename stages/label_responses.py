@@ -9,13 +9,20 @@ import pandas as pd
 import typer
 
 from schemas.inference import InferenceResponses
-from stages._common import ParamsOption, stage_params, touch_output, user_errors
+from stages._common import (
+    JudgeRecordOption,
+    ParamsOption,
+    stage_params,
+    touch_output,
+    user_errors,
+)
 from trait_interp.analyses.group_comparison import labels_from_verdicts
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json, write_with
 from trait_interp.core.tables import read_table
 from trait_interp.judge.judge import trait_scores
+from trait_interp.judge.record import read_judge_record
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 
@@ -29,18 +36,16 @@ def main(
     definition: Annotated[Path, typer.Option(help="The trait's definition.txt.")],
     threshold: Annotated[float, typer.Option(help="Trait score at or above which the verdict is yes.")],
     judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
+    judge_record: JudgeRecordOption,
     out: Annotated[Path, typer.Option(help="Labels to write (.csv: prompt_id, label, score).")],
     metrics: Annotated[Path, typer.Option(help="Metrics (.json): yes/no counts, unscored, judge calls.")],
-    lexicon: Annotated[
-        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
-    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Judge each (prompt, response) on the trait; label yes/no by threshold (unscored responses get no label)."""
     settings = from_mapping(JudgeSettings, stage_params(params, PARAMS)["judge"], f"{params}:judge")
     table = read_table(responses, InferenceResponses)
     rubric = read_definition(definition, trait)
-    with open_judge(settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
+    with open_judge(settings, read_judge_record(judge_record), judge_cache, f"{params}:judge", trait) as judge:
         scored = trait_scores(judge, trait_display_name(trait), rubric, list(table["prompt"]), list(table["response"]))
         stats = judge_summary(judge, settings)
     touch_output(judge_cache)  # a DVC output, also when every verdict came from the cache

@@ -11,8 +11,8 @@ from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.inference import InferenceResponses
 from stages._common import (
     ParamsOption,
-    chosen_model,
     per_trait,
+    resolved_model,
     rounded,
     stage_params,
     user_errors,
@@ -36,20 +36,19 @@ from trait_interp.monitoring.projection import project_sequences, to_long_rows
 from trait_interp.monitoring.selection import (
     MonitoringSettings,
     monitor_vectors,
-    steering_best_layer,
+    read_layers,
 )
 
-PARAMS = (
-    "application_model", "models.{application_model}", "diff_model", "models.{diff_model}", "layer", "traits",
-    "monitoring",
-)
+PARAMS = ("traits", "monitoring")
 
 
 @user_errors
 def main(
     responses: Annotated[Path, typer.Option(help="Variant A's responses (generate_inference on the application model).")],
     vectors: Annotated[str, typer.Option(help="Each trait's vectors folder, a pattern with {trait}.")],
-    best: Annotated[str, typer.Option(help="Each trait's steering best.json (for layer: best), a pattern with {trait}.")],
+    layers: Annotated[Path, typer.Option(help="The monitoring layer record (monitor_layers): {trait: [layers]}.")],
+    model: Annotated[Path, typer.Option("--model", help="Variant A's record (the application model, resolve_models).")],
+    diff_model: Annotated[Path, typer.Option("--diff-model", help="Variant B's record (diff_model, resolve_models).")],
     out: Annotated[Path, typer.Option(help="Paired difference per trait and layer (.csv).")],
     cosines: Annotated[Path, typer.Option(help="Cosine of the mean activation shift with each vector (.csv).")],
     clauses: Annotated[Path, typer.Option(help="Response clauses ranked by mean projection delta (.jsonl: clause text can hold any character).")],
@@ -58,8 +57,9 @@ def main(
 ) -> None:
     """A = application model, B = diff_model, both on A's exact token ids (no re-generation)."""
     p = stage_params(params, PARAMS)
-    key_a, spec_a = chosen_model(p, "application_model", params)
-    key_b, spec_b = chosen_model(p, "diff_model", params)
+    record_a, spec_a, where_a = resolved_model(model)
+    record_b, spec_b, where_b = resolved_model(diff_model)
+    key_a, key_b = record_a.key, record_b.key
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
     site = check_site(settings.site)
     table = read_table(responses, InferenceResponses)
@@ -68,22 +68,22 @@ def main(
                              "replaying token ids needs the same tokenizer")
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     vector_dirs = per_trait(vectors, "vectors", p["traits"])
-    best_layer = steering_best_layer(per_trait(best, "best", p["traits"]))
+    chosen_layers = read_layers(layers)
     tokens = [list(a) + list(b) for a, b in zip(table["prompt_tokens"], table["response_tokens"])]
     prompt_ids = list(table["prompt_id"])
 
     projections, means = {}, {}
-    for name, spec in (("a", spec_a), ("b", spec_b)):
-        model = load_model(spec)
-        n_layers = num_layers(model)
-        chosen = monitor_vectors(vector_dirs, p["layer"], n_layers, settings, best_layer)
-        pad_id = pad_token_id(model)
-        result = project_sequences(model, sequences, chosen, pad_id, settings.batch_size, progress=True)
+    chosen = monitor_vectors(vector_dirs, chosen_layers, settings)
+    for name, spec, where in (("a", spec_a, where_a), ("b", spec_b, where_b)):
+        loaded = load_model(spec, where)
+        n_layers = num_layers(loaded)
+        pad_id = pad_token_id(loaded)
+        result = project_sequences(loaded, sequences, chosen, pad_id, settings.batch_size, progress=True)
         projections[name] = to_long_rows(result, prompt_ids, sequences, tokens, chosen)
-        pooled = capture_pooled(model, sequences, parse_position("response[:]"), [site], list(range(n_layers)),
+        pooled = capture_pooled(loaded, sequences, parse_position("response[:]"), [site], list(range(n_layers)),
                                 pad_id, settings.batch_size)
         means[name] = pooled.acts[site][pooled.n_selected > 0].mean(dim=0)  # [n_layers, width]
-        del model
+        del loaded
 
     diff = paired_diff(projections["a"], projections["b"])
     full = {t: load_vectors(folder, site, settings.method) for t, folder in vector_dirs.items()}

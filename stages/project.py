@@ -11,9 +11,10 @@ from schemas.dynamics import Commitment, Dynamics
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from stages._common import (
+    ModelRecordOption,
     ParamsOption,
-    named_model,
     per_trait,
+    resolved_model,
     stage_params,
     user_errors,
 )
@@ -22,7 +23,7 @@ from trait_interp.core.errors import UserInputError
 from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import read_json, write_json
 from trait_interp.core.models import load_model
-from trait_interp.core.sites import check_site, num_layers
+from trait_interp.core.sites import check_site
 from trait_interp.core.tables import read_table, write_table
 from trait_interp.monitoring.dynamics import dynamics_table
 from trait_interp.monitoring.massive_dims import (
@@ -34,18 +35,18 @@ from trait_interp.monitoring.projection import project_sequences, to_long_rows
 from trait_interp.monitoring.selection import (
     MonitoringSettings,
     monitor_vectors,
-    steering_best_layer,
+    read_layers,
 )
 
-PARAMS = ("models.{model}", "layer", "traits", "monitoring")
+PARAMS = ("traits", "monitoring")
 
 
 @user_errors
 def main(
-    model: Annotated[str, typer.Option(help="Model (variant) key in params.yaml models, e.g. toy-instruct.")],
+    model: ModelRecordOption,
     responses: Annotated[Path, typer.Option(help="Responses table from generate_inference (.jsonl).")],
     vectors: Annotated[str, typer.Option(help="Each trait's vectors folder, a pattern with {trait}.")],
-    best: Annotated[str, typer.Option(help="Each trait's steering best.json (for layer: best), a pattern with {trait}.")],
+    layers: Annotated[Path, typer.Option(help="The monitoring layer record (monitor_layers): {trait: [layers]}.")],
     out: Annotated[Path, typer.Option(help="Projection table to write (.parquet, long form).")],
     dynamics: Annotated[Path, typer.Option(help="Per-token velocity and acceleration (.parquet).")],
     commitment: Annotated[Path, typer.Option(help="Per-trajectory mean and commitment point (.csv).")],
@@ -58,8 +59,8 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Stream the exact stored ids through the model once; keep only [tokens x vectors] scores and norms."""
-    p = stage_params(params, PARAMS, model=model)
-    key, spec = named_model(p, model, params)
+    p = stage_params(params, PARAMS)
+    record, spec, where = resolved_model(model)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
     check_site(settings.site)
     table = read_table(responses, InferenceResponses)
@@ -77,13 +78,11 @@ def main(
         # each mode's part of the raw projection, so the dashboard can switch cleaning on and off
         massive = {mode: clean_dims_for(calibrated, mode) for mode in CLEANING_PARTS}
 
-    model = load_model(spec)
-    n_layers = num_layers(model)
-    best_layer = steering_best_layer(per_trait(best, "best", p["traits"]))
-    chosen = monitor_vectors(per_trait(vectors, "vectors", p["traits"]), p["layer"], n_layers, settings, best_layer)
+    loaded = load_model(spec, where)
+    chosen = monitor_vectors(per_trait(vectors, "vectors", p["traits"]), read_layers(layers), settings)
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     try:
-        result = project_sequences(model, sequences, chosen, pad_token_id(model), settings.batch_size, clean,
+        result = project_sequences(loaded, sequences, chosen, pad_token_id(loaded), settings.batch_size, clean,
                                    progress=True, massive_sets=massive)
     except ValueError as err:
         raise UserInputError(f"{vectors}: {err}") from None
@@ -96,7 +95,7 @@ def main(
     response = long[long["frame"] == "response"]
     summary = {
         "prompt_set": str(table["prompt_set"].iloc[0]),
-        "model": key,
+        "model": record.key,
         "n_prompts": len(table),
         "n_tokens": int(sum(len(s.ids) for s in sequences)),
         "n_vectors": len(chosen),

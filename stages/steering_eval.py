@@ -11,8 +11,10 @@ import typer
 from schemas.evaluation import VectorEvaluation
 from schemas.steering import SteeringCurve, SteeringResponses
 from stages._common import (
+    JudgeRecordOption,
+    ModelRecordOption,
     ParamsOption,
-    chosen_model,
+    resolved_model,
     rounded,
     stage_params,
     touch_output,
@@ -34,6 +36,7 @@ from trait_interp.core.tables import read_table, write_table
 from trait_interp.extraction.evaluation import best_index, best_vector
 from trait_interp.extraction.vectors import load_vectors
 from trait_interp.judge.judge import steering_scores
+from trait_interp.judge.record import read_judge_record
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.judge.templates import custom_eval_template
@@ -45,7 +48,7 @@ from trait_interp.steering.evaluate import (
     rises_with_coefficient,
 )
 
-PARAMS = ("application_model", "models.{application_model}", "layer", "steering", "judge")
+PARAMS = ("layer", "steering", "judge")
 
 
 def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:
@@ -102,14 +105,13 @@ def main(
         Path, typer.Option(help="The trait's headline (.json): best vector, held-out accuracy, steering delta and coherence.")
     ],
     plot: Annotated[Path, typer.Option(help="Trait score and coherence per coefficient (.csv).")],
-    lexicon: Annotated[
-        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
-    ] = None,
+    model: ModelRecordOption,
+    judge_record: JudgeRecordOption,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Steer the application model along the trait vector; the judge scores trait and coherence."""
     p = stage_params(params, PARAMS)
-    key, spec = chosen_model(p, "application_model", params)
+    record, spec, where = resolved_model(model)
     settings = from_mapping(SteeringSettings, p["steering"], f"{params}:steering")
     judge_settings = from_mapping(JudgeSettings, p["judge"], f"{params}:judge")
     site = check_site(settings.site)
@@ -124,11 +126,11 @@ def main(
             raise UserInputError(f"{questions}: eval_prompt: {err}") from None
 
     # the judge first: an openai key is checked before any model loads
-    with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
+    with open_judge(judge_settings, read_judge_record(judge_record), judge_cache, f"{params}:judge", trait) as judge:
         tokenizer = load_tokenizer(spec)
-        model = load_model(spec)
+        loaded = load_model(spec, where)
         layers = parse_layer_choice(
-            p["layer"], num_layers(model), lambda: best_extraction_layer(evaluation, site, settings.method),
+            p["layer"], num_layers(loaded), lambda: best_extraction_layer(evaluation, site, settings.method),
             "layer", allow_all=False,
         )
         by_layer = {layer: vector_set.layer(layer) for layer in layers}
@@ -136,7 +138,7 @@ def main(
         prompts = [prompt_ids(tokenizer, PromptSpec(q), chat, spec.merge_system_prompt) for q in asked]
         decoder = Decoder(
             pad_id=tokenizer.pad_token_id,
-            eos_ids=(tokenizer.eos_token_id,),
+            eos_ids=record.eos_token_ids,
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         )
 
@@ -144,7 +146,7 @@ def main(
             return steering_scores(judge, trait_display_name(trait), rubric, steering_set.eval_prompt, qs, answers,
                                    relevance_check=judge_settings.relevance_check)
 
-        outcome = evaluate_steering(model, prompts, asked, by_layer, settings, steering_set.direction, decoder, score,
+        outcome = evaluate_steering(loaded, prompts, asked, by_layer, settings, steering_set.direction, decoder, score,
                                     progress=True)
         stats = judge_summary(judge, judge_settings)
     touch_output(judge_cache)  # a DVC output, also when every answer came from the cache
@@ -156,9 +158,9 @@ def main(
     write_table(rows, SteeringResponses, responses)
     write_table(curve, SteeringCurve, plot)
     chosen = outcome.best
-    record = BestSteering(trait=trait, model=key, position=vector_set.metadata.position, **chosen)
-    write_best(best, record)
-    write_json(headline, headline_of(read_table(evaluation, VectorEvaluation), record))
+    chosen_step = BestSteering(trait=trait, model=record.key, position=vector_set.metadata.position, **chosen)
+    write_best(best, chosen_step)
+    write_json(headline, headline_of(read_table(evaluation, VectorEvaluation), chosen_step))
     write_json(
         metrics,
         {

@@ -11,13 +11,20 @@ import typer
 
 from schemas.responses import Responses
 from schemas.vetting import VettingScores
-from stages._common import ParamsOption, stage_params, touch_output, user_errors
+from stages._common import (
+    JudgeRecordOption,
+    ParamsOption,
+    stage_params,
+    touch_output,
+    user_errors,
+)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json
 from trait_interp.core.tables import read_table, write_table
 from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 from trait_interp.judge.judge import vet_scores
+from trait_interp.judge.record import read_judge_record
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 
@@ -30,11 +37,9 @@ def main(
     responses: Annotated[Path, typer.Option(help="Responses table from generate_responses (.jsonl).")],
     definition: Annotated[Path, typer.Option(help="The trait's definition.txt (judge rubric).")],
     judge_cache: Annotated[Path, typer.Option(help="Judge cache (.jsonl, a persistent DVC output).")],
+    judge_record: JudgeRecordOption,
     out: Annotated[Path, typer.Option(help="Vetting table to write (.jsonl): score, passed, kept per response.")],
     metrics: Annotated[Path, typer.Option(help="Metrics JSON: pass counts and judge calls.")],
-    lexicon: Annotated[
-        Path | None, typer.Option(help="Planted vocabulary (datasets/toy/lexicon.json); read only by judge.backend: lexicon.")
-    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Score positive and negative responses with the judge; keep pairs whose both sides pass."""
@@ -47,7 +52,7 @@ def main(
     text = read_definition(definition, trait)
 
     if settings.enabled:
-        with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
+        with open_judge(judge_settings, read_judge_record(judge_record), judge_cache, f"{params}:judge", trait) as judge:
             scores = vet_scores(judge, trait_display_name(trait), text, list(table["response"]), settings.response_words)
             stats = judge_summary(judge, judge_settings)
     else:

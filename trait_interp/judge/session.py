@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from trait_interp.core.resolution import pinned
 from trait_interp.judge.cache import JudgeCache
 from trait_interp.judge.judge import Judge
+from trait_interp.judge.record import JudgeRecord
 from trait_interp.judge.settings import JudgeSettings, make_backend, toy_module
 
 
 @contextmanager
 def open_judge(
-    settings: JudgeSettings, cache_path: Path, where: str, trait: str | None = None, lexicon: Path | None = None
+    settings: JudgeSettings, record: JudgeRecord, cache_path: Path, where: str, trait: str | None = None
 ) -> Iterator[Judge]:
     """Build the backend first (an openai backend checks its key before anything loads), then the cache.
 
-    ``trait`` and the ``lexicon`` file are read only by the lexicon backend (the toy world's oracle).
+    The judge's model and lexicon come from its resolved ``record`` (the model pinned to what was
+    resolved); ``trait`` is read only by the lexicon backend (the toy world's oracle).
     """
     planted = None
-    if settings.backend == "lexicon" and trait is not None and lexicon is not None:
-        planted = (trait, toy_module(where, "lexicon").lexicon_for(lexicon, trait))
+    if settings.backend == "lexicon" and trait is not None and record.lexicon is not None:
+        planted = (trait, toy_module(where, "lexicon").lexicon_for(Path(record.lexicon), trait))
+    if record.local_model is not None:
+        settings = replace(settings, local_model=pinned(record.local_model))
     backend = make_backend(settings, where, planted)
     with JudgeCache.open(Path(cache_path)) as cache:
         yield Judge(backend, cache)

@@ -22,8 +22,8 @@ class JudgeSettings:
     at ``base_url`` (e.g. vLLM); the key comes from ``OPENAI_API_KEY``. ``backend: local`` runs
     ``local_model`` (a model entry: path or hub_id, revision, dtype, device, ...) in-process.
     ``backend: lexicon`` is the toy world's oracle (``lexicon_backend``): trait scores from the
-    planted vocabulary, coherence from ``local_model``'s perplexity of the answer; it judges no
-    relevance, so it needs ``relevance_check: false``.
+    planted vocabulary in ``lexicon`` (a file), coherence from ``local_model``'s perplexity of the
+    answer; it judges no relevance, so it needs ``relevance_check: false``.
     Prices (USD per million tokens) only feed the cost estimate in the metrics.
     """
 
@@ -38,6 +38,7 @@ class JudgeSettings:
     relevance_check: bool = True
     price_input_per_million: float = 0.40
     price_output_per_million: float = 1.60
+    lexicon: str | None = None  # the lexicon backend's planted vocabulary (datasets/toy/lexicon.json)
 
 
 def make_backend(
@@ -62,8 +63,8 @@ def make_backend(
             )
         if lexicon is None:
             raise UserInputError(
-                f"{where}.backend: lexicon needs the planted vocabulary; pass the stage --lexicon "
-                "datasets/toy/lexicon.json (the toy world's planted words)"
+                f"{where}.lexicon: the lexicon backend needs the planted vocabulary; "
+                "set it to datasets/toy/lexicon.json (the toy world's planted words)"
             )
         LexiconBackend = toy_module(where, "lexicon_backend").LexiconBackend  # torch only when needed
         scorer = check_local_spec(settings.local_model, f"{where}.local_model")
