@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from trait_interp.errors import UserInputError
+from trait_interp.io import read_text
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

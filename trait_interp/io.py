@@ -64,13 +64,21 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, without a leading byte-order mark (U+FEFF, which Windows editors write).
+
+    ``str.strip()`` keeps U+FEFF, so an undecoded BOM would become part of the first line's text.
+    """
+    return Path(path).read_text(encoding="utf-8-sig")
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; a syntax error becomes a one-line error naming file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise UserInputError(
             f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}); fix the syntax at that position"
