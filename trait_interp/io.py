@@ -1,10 +1,14 @@
 """Atomic file writing and small readers: every write goes to a temp file, then a rename.
 
-A stage that fails half-way therefore never leaves a truncated output behind.
+A stage that fails half-way therefore never leaves a truncated output behind. Temps are named
+``.<name>.<pid>-<random>.trait-interp.tmp`` beside their target: ``.dvcignore`` (and ``.gitignore``)
+match exactly that, so a temp left by a killed writer never changes the hash of a folder DVC
+tracks, and the next write of the same target removes temps whose writer process is gone.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -17,12 +21,53 @@ from typing import Any
 from trait_interp.errors import UserInputError
 
 
+TEMP_SUFFIX = ".trait-interp.tmp"  # .dvcignore and .gitignore hold the pattern .*.trait-interp.tmp
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _writer_pid(temp: Path, path: Path) -> int | None:
+    """The pid in a temp name made for ``path``; None when the name is not one of ours."""
+    middle = temp.name[len(f".{path.name}.") : -len(TEMP_SUFFIX)]
+    pid, dash, _ = middle.partition("-")
+    return int(pid) if dash and pid.isdigit() else None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale_temps(path: Path) -> list[Path]:
+    """Remove the temps of ``path`` whose writer process no longer runs (killed mid-write); return them."""
+    path = Path(path)
+    removed = []
+    for temp in path.parent.glob(f"{glob.escape(f'.{path.name}.')}*{TEMP_SUFFIX}"):
+        pid = _writer_pid(temp, path)
+        if pid is None or _running(pid):
+            continue
+        if temp.is_dir() and not temp.is_symlink():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        removed.append(temp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale_temps(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -38,7 +83,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh temp directory; it replaces ``path`` (whole) only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    sweep_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
         if path.exists():
