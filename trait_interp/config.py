@@ -8,6 +8,7 @@ in ``params.yaml`` must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -86,6 +87,34 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserInputError(f"{path}: expected a mapping of params at the top level")
     return data
+
+
+PARAM_SECTIONS: tuple[str, ...] = (
+    "experiment", "models", "layer", "extraction_model", "application_model", "diff_model", "monitor_models",
+    "prompt_sets", "traits", "toy_lora", "toy_models", "generation", "judge", "vetting", "inference", "extraction",
+    "vectors", "steering", "monitoring", "raw_activations", "massive_dims", "analyses",
+)
+"""Every top-level key of a params file; any other (e.g. a misspelled ``steerng:``) is an error."""
+
+def params_file_problems(data: Mapping[str, Any], source: str) -> list[str]:
+    """Whole-file problems, one line each: unknown top-level keys."""
+    problems = []
+    for key in data:
+        if key not in PARAM_SECTIONS:
+            close = difflib.get_close_matches(str(key), PARAM_SECTIONS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.append(
+                f"{source}: unknown top-level key '{key}'; {hint}known sections: {', '.join(PARAM_SECTIONS)}"
+            )
+    return problems
+
+
+def check_params_file(path: Path) -> None:
+    """Raise on the first whole-file problem of the params file (``trait-interp validate`` lists them all)."""
+    problems = params_file_problems(load_yaml(path), str(path))
+    if problems:
+        more = f" (and {len(problems) - 1} more: run trait-interp validate to list them)" if len(problems) > 1 else ""
+        raise UserInputError(problems[0] + more)
 
 
 def get_key(data: Mapping[str, Any], dotted: str, source: str) -> Any:
