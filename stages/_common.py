@@ -39,7 +39,7 @@ def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) 
     """Read the stage's declared keys; ``{name}`` placeholders are filled from earlier keys.
 
     E.g. ``models.{extraction_model}`` is read after ``extraction_model``. The whole file is checked
-    first: an unknown top-level key is an error.
+    first: an unknown top-level key or a repeated trait, prompt set or monitored model is an error.
     """
     check_params_file(params_path)
     values: dict[str, Any] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -35,3 +36,22 @@ def test_a_misspelled_section_is_an_error_naming_it_and_the_known_sections(tmp_p
 
 def test_every_section_of_the_committed_params_is_known():
     assert set(yaml.safe_load((REPO / "params.yaml").read_text())) <= set(PARAM_SECTIONS)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("traits", ["behavior/refusal", "tone/formality", "behavior/refusal"]),
+    ("prompt_sets", ["mixed_requests", "mixed_requests"]),
+    ("monitor_models", ["toy-instruct", "toy-lora", "toy-instruct"]),
+])
+def test_a_repeated_entry_is_an_error_naming_the_param(tmp_path, key, value):
+    params = params_file(tmp_path, lambda p: p.update({key: value}))
+    _fails(generate(params, tmp_path), f"{params}: {key} lists {value[0]} more than once", "list each entry once")
+    assert not (tmp_path / "out").exists()
+
+
+def test_several_problems_say_how_to_list_them_all(tmp_path):
+    def edit(p):
+        p["traits"] = ["behavior/refusal"] * 2
+        p["steerng"] = {}
+    _fails(generate(params_file(tmp_path, edit), tmp_path), "unknown top-level key 'steerng'",
+           "(and 1 more: run trait-interp validate to list them)")

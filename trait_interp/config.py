@@ -96,8 +96,12 @@ PARAM_SECTIONS: tuple[str, ...] = (
 )
 """Every top-level key of a params file; any other (e.g. a misspelled ``steerng:``) is an error."""
 
+UNIQUE_LISTS: tuple[str, ...] = ("traits", "prompt_sets", "monitor_models")
+"""Top-level lists whose entries each name one thing (a DVC stage per entry): a repeat is an error."""
+
+
 def params_file_problems(data: Mapping[str, Any], source: str) -> list[str]:
-    """Whole-file problems, one line each: unknown top-level keys."""
+    """Whole-file problems, one line each: unknown top-level keys, repeated entries in ``UNIQUE_LISTS``."""
     problems = []
     for key in data:
         if key not in PARAM_SECTIONS:
@@ -106,6 +110,13 @@ def params_file_problems(data: Mapping[str, Any], source: str) -> list[str]:
             problems.append(
                 f"{source}: unknown top-level key '{key}'; {hint}known sections: {', '.join(PARAM_SECTIONS)}"
             )
+    for key in UNIQUE_LISTS:
+        values = data.get(key)
+        if isinstance(values, list):
+            texts = [str(v) for v in values]
+            repeated = sorted({t for t in texts if texts.count(t) > 1})
+            if repeated:
+                problems.append(f"{source}: {key} lists {', '.join(repeated)} more than once; list each entry once")
     return problems
 
 
