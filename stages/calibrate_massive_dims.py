@@ -43,7 +43,7 @@ def main(
     p = stage_params(params, PARAMS, model=model)
     key, spec = named_model(p, model, params)
     settings = from_mapping(MassiveDimsSettings, p["massive_dims"], f"{params}:massive_dims")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "massive_dims.site")
     table = read_table(responses, InferenceResponses)
     model = load_model(spec)
     sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]

@@ -58,14 +58,14 @@ def main(
     key, spec = chosen_model(p, "extraction_model", params)
     settings = from_mapping(ExtractionSettings, p["extraction"], f"{params}:extraction")
     position = parse_position(settings.position)
-    sites = tuple(check_site(site) for site in settings.sites)
+    sites = tuple(check_site(site, "extraction.sites") for site in settings.sites)
     table = read_table(responses, Responses)
     n_generated = len(table)
     if vetting is not None:
         table = kept_responses(table, read_table(vetting, VettingScores), vetting)
 
     model = load_model(spec)
-    layers = parse_layers(settings.layers, num_layers(model))
+    layers = parse_layers(settings.layers, num_layers(model), "extraction.layers")
     sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     pooled = capture_pooled(model, sequences, position, sites, layers, pad_id, settings.batch_size, progress=True)

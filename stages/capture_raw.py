@@ -49,10 +49,10 @@ def main(
     _, spec = named_model(p, model, params)
     section = {k: p[f"raw_activations.{k}"] for k in ("site", "layers", "batch_size")}
     settings = from_mapping(RawActivationSettings, section, f"{params}:raw_activations")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "raw_activations.site")
     table = read_table(responses, InferenceResponses)
     loaded = load_model(spec)
-    layers = list(parse_layers(settings.layers, num_layers(loaded)))
+    layers = list(parse_layers(settings.layers, num_layers(loaded), "raw_activations.layers"))
     sequences = [TokenSequence(tuple(a), tuple(b)) for a, b in zip(table["prompt_ids"], table["response_ids"])]
     pad_id = loaded.config.pad_token_id if loaded.config.pad_token_id is not None else 0
     acts = capture_tokens(loaded, sequences, site, layers, pad_id, settings.batch_size)

@@ -45,7 +45,7 @@ def main(
     key_a, spec_a = chosen_model(p, "application_model", params)
     key_b, spec_b = chosen_model(p, "diff_model", params)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "monitoring.site")
     table = read_table(responses, InferenceResponses)
     if load_tokenizer(spec_a).get_vocab() != load_tokenizer(spec_b).get_vocab():
         raise UserInputError(f"{params}: diff_model '{key_b}' has another vocabulary than '{key_a}'; "

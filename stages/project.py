@@ -47,7 +47,7 @@ def main(
     p = stage_params(params, PARAMS, model=model)
     key, spec = named_model(p, model, params)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
-    check_site(settings.site)
+    check_site(settings.site, "monitoring.site")
     table = read_table(responses, InferenceResponses)
     clean, massive = None, None
     if settings.clean_massive_dims != "none" and calibration is None:

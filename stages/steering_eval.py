@@ -83,7 +83,7 @@ def main(
     key, spec = chosen_model(p, "application_model", params)
     settings = from_mapping(SteeringSettings, p["steering"], f"{params}:steering")
     judge_settings = from_mapping(JudgeSettings, p["judge"], f"{params}:judge")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "steering.site")
     steering_set = load_steering_questions(questions)
     asked = steering_set.questions[: settings.subset] if settings.subset else steering_set.questions
     rubric = read_definition(definition, trait)

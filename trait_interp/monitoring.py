@@ -34,10 +34,10 @@ def monitor_layers(value: object, n_layers: int, trait: str, best_layer: Callabl
     """
     offset = best_offset(value)
     if offset is not None:
-        return (normalize_layer(best_layer(trait) + offset, n_layers),)
+        return (normalize_layer(best_layer(trait) + offset, n_layers, "layer"),)
     if isinstance(value, bool) or not isinstance(value, (int, str, list, tuple)):
         raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, all, best or best+N")
-    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers)
+    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers, "layer")
 
 
 def monitor_vectors(

@@ -215,7 +215,7 @@ def resolve_steering_layers(value: object, n_layers: int, best_layer: Callable[[
     """
     offset = best_offset(value)
     if offset is not None:
-        return (normalize_layer(best_layer() + offset, n_layers),)
+        return (normalize_layer(best_layer() + offset, n_layers, "layer"),)
     if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
         raise UserInputError(f"layer: '{value}' is not understood; use an int, a list, best, or best+N")
-    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers)
+    return parse_layers(list(value) if isinstance(value, (list, tuple)) else value, n_layers, "layer")
