@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from trait_interp.errors import UserInputError
-from trait_interp.io import write_with
+from trait_interp.io import read_safetensors, write_with
 
 _LAYERS_KEY = "__layers__"
 
@@ -30,6 +30,6 @@ def load_activations(path: Path) -> StoredActivations:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: activations not found; run capture_activations first")
-    tensors = load_file(str(path))
+    tensors = read_safetensors(path, path.parent, "capture_activations", (_LAYERS_KEY,))
     layers = tuple(int(x) for x in tensors.pop(_LAYERS_KEY).tolist())
     return StoredActivations(acts=tensors, layers=layers)

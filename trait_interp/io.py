@@ -118,6 +118,28 @@ def read_text(path: Path) -> str:
     return Path(path).read_text(encoding="utf-8-sig")
 
 
+def read_safetensors(path: Path, restore: Path, stage: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every tensor of a safetensors file that a stage wrote.
+
+    A truncated or corrupt file (an interrupted copy or pull), or one without the tensors ``keys``,
+    is a one-line error naming the file and the fix: ``dvc checkout <restore>`` (the DVC output that
+    holds it) or re-running ``stage``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    fix = f"restore it with `dvc checkout {restore}` or re-run {stage}"
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{path}: corrupt or truncated safetensors file ({reason}); {fix}") from None
+    missing = [key for key in keys if key not in tensors]
+    if missing:
+        raise UserInputError(f"{path}: no tensor {', '.join(repr(k) for k in missing)} in this safetensors file; {fix}")
+    return tensors
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON file; a syntax error becomes a one-line error naming file, line and column."""
     path = Path(path)

@@ -11,7 +11,7 @@ from torch import nn
 
 from trait_interp.capture import TokenSequence
 from trait_interp.hooks import output_hooks
-from trait_interp.io import write_with
+from trait_interp.io import read_safetensors, write_with
 from trait_interp.prompting import left_pad
 from trait_interp.sites import input_device, resolve_site
 
@@ -44,3 +44,13 @@ def save_token_activations(folder: Path, prompt_ids: Sequence[str], acts: Sequen
     for prompt_id, tensor in zip(prompt_ids, acts):
         tensors = {"activations": tensor, "layers": torch.tensor(list(layers), dtype=torch.int64)}
         write_with(Path(folder) / f"{prompt_id}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)))
+
+
+def load_token_activations(path: Path) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """One prompt's raw file: ``activations`` [n_tokens, n_layers, width] and the layer indices.
+
+    A truncated or corrupt file is a one-line error naming it (restore the prompt set's folder
+    with ``dvc checkout`` on the machine that made it, or re-run capture_raw).
+    """
+    tensors = read_safetensors(Path(path), Path(path).parent, "capture_raw", ("activations", "layers"))
+    return tensors["activations"], tuple(int(x) for x in tensors["layers"].tolist())
