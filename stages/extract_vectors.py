@@ -13,7 +13,13 @@ from schemas.examples import Examples
 from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.activation_store import load_activations
 from trait_interp.config import from_mapping
-from trait_interp.extraction import VectorSettings, class_sets, extract_layers, mean_norms
+from trait_interp.extraction import (
+    VectorSettings,
+    check_methods_fit_pairing,
+    class_sets,
+    extract_layers,
+    mean_norms,
+)
 from trait_interp.io import atomic_dir
 from trait_interp.tables import read_table
 from trait_interp.vectors import VectorMetadata, VectorSet, save_vectors
@@ -32,6 +38,7 @@ def main(
     stored = load_activations(activations / "activations.safetensors")
     examples = read_table(activations / "examples.csv", Examples)
     meta = json.loads((activations / "meta.json").read_text(encoding="utf-8"))
+    check_methods_fit_pairing(settings.methods, bool(meta["paired"]), f"{params}:vectors.methods")
     with atomic_dir(out) as tmp:
         for site, acts in stored.acts.items():
             train = class_sets(acts, examples, "train", meta["paired"])
