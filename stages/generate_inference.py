@@ -15,8 +15,8 @@ from trait_interp.config import from_mapping
 from trait_interp.errors import UserInputError
 from trait_interp.datasets import load_prompt_set
 from trait_interp.generation import GenerationSettings, generate_greedy
-from trait_interp.models import load_model, load_tokenizer
-from trait_interp.prompting import PromptSpec, prompt_ids, token_strings, uses_chat_template
+from trait_interp.models import context_limit, load_model, load_tokenizer
+from trait_interp.prompting import PromptSpec, check_context, prompt_ids, token_strings, uses_chat_template
 from trait_interp.tables import write_table
 
 PARAMS = ("models.{model}", "inference")
@@ -43,6 +43,8 @@ def main(
         prompt_ids(tokenizer, PromptSpec(q.text, prompts.system_prompt), chat, spec.merge_system_prompt)
         for q in prompts.prompts
     ]
+    labels = [f"{prompt_set}: prompt id {q.id!r}" for q in prompts.prompts]
+    check_context(ids, labels, int(settings.max_new_tokens), context_limit(spec), "inference.max_new_tokens")
     model = load_model(spec)
     responses = generate_greedy(
         model, ids, int(settings.max_new_tokens), tokenizer.pad_token_id, [tokenizer.eos_token_id],

@@ -13,9 +13,9 @@ from stages._common import ParamsOption, chosen_model, stage_params, user_errors
 from trait_interp.config import from_mapping
 from trait_interp.datasets import TraitScenarios, load_scenarios, pair_scenarios
 from trait_interp.generation import GenerationSettings, generate_greedy
-from trait_interp.models import load_model, load_tokenizer
+from trait_interp.models import context_limit, load_model, load_tokenizer
 from trait_interp.positions import parse_position, resolve_max_new_tokens
-from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.prompting import PromptSpec, check_context, prompt_ids, uses_chat_template
 from trait_interp.tables import write_table
 
 PARAMS = ("extraction_model", "models.{extraction_model}", "extraction.position", "extraction.paired", "generation")
@@ -49,6 +49,9 @@ def main(
     prompts = [
         prompt_ids(tokenizer, PromptSpec(s.text, s.system_prompt), chat, spec.merge_system_prompt) for _, _, s in rows
     ]
+    files = {"positive": positive, "negative": negative}
+    labels = [f"{files[polarity]}:{s.line}" for _, polarity, s in rows]
+    check_context(prompts, labels, max_new, context_limit(spec), "generation.max_new_tokens")
     model = load_model(spec)
     eos_ids = [tokenizer.eos_token_id]
     responses = generate_greedy(model, prompts, max_new, tokenizer.pad_token_id, eos_ids, gen.batch_size, progress=True)

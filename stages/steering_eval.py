@@ -20,8 +20,8 @@ from trait_interp.judge.judge import steering_scores
 from trait_interp.judge.session import judge_summary, open_judge
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.judge.templates import custom_eval_template
-from trait_interp.models import load_model, load_tokenizer
-from trait_interp.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.models import context_limit, load_model, load_tokenizer
+from trait_interp.prompting import PromptSpec, check_context, prompt_ids, uses_chat_template
 from trait_interp.sites import check_site, num_layers
 from trait_interp.steering_eval import (
     Decoder,
@@ -97,13 +97,15 @@ def main(
     # the judge first: an openai key is checked before any model loads
     with open_judge(judge_settings, judge_cache, f"{params}:judge", trait, lexicon) as judge:
         tokenizer = load_tokenizer(spec)
+        chat = uses_chat_template(tokenizer, spec.prompt_mode)
+        prompts = [prompt_ids(tokenizer, PromptSpec(q), chat, spec.merge_system_prompt) for q in asked]
+        labels = [f"{questions}: questions[{i}]" for i in range(len(asked))]
+        check_context(prompts, labels, settings.max_new_tokens, context_limit(spec), "steering.max_new_tokens")
         model = load_model(spec)
         layers = resolve_steering_layers(
             p["layer"], num_layers(model), lambda: best_extraction_layer(evaluation, site, settings.method)
         )
         by_layer = {layer: vector_set.layer(layer) for layer in layers}
-        chat = uses_chat_template(tokenizer, spec.prompt_mode)
-        prompts = [prompt_ids(tokenizer, PromptSpec(q), chat, spec.merge_system_prompt) for q in asked]
         decoder = Decoder(
             pad_id=tokenizer.pad_token_id,
             eos_ids=(tokenizer.eos_token_id,),

@@ -243,6 +243,20 @@ def _check_checkpoint_quantization(config: Mapping[str, Any] | None, spec: Model
         )
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_limit(spec: ModelSpec, where: str | None = None) -> int | None:
+    """The most tokens (prompt + generated) the model takes, from its config.json (no weights); None if unstated."""
+    config = _base_config(spec, where or f"model '{spec.source}'")
+    config = getattr(config, "text_config", None) or config
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     tokenizer.padding_side = "left"
