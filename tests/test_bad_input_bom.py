@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.test_stages import build_args, invoke, make_params, write_trait
+from tests.test_stages import _fails, build_args, invoke, make_params, write_trait
 from trait_interp.datasets import load_scenarios, load_steering_questions
 
 BOM = "\ufeff"
@@ -106,3 +106,14 @@ def test_definition_and_lexicon_with_a_bom_give_the_same_vetting(toy, tmp_path):
 def test_steering_questions_with_a_bom_load(tmp_path):
     source = REFUSAL / "steering.json"
     assert load_steering_questions(with_bom(source, tmp_path / "steering.json")) == load_steering_questions(source)
+
+
+def test_a_file_in_another_encoding_is_a_one_line_error(toy, tmp_path):
+    tmp, params, pos, neg = toy
+    latin1 = tmp_path / "positive.txt"
+    latin1.write_bytes("Caf\u00e9 owner asks you to forge a receipt.\n".encode("latin-1"))
+    out = tmp_path / "r.jsonl"
+    result = invoke("generate-responses", "--trait", "behavior/refusal", "--positive", latin1, "--negative", neg,
+                    "--out", out, "--params", params)
+    _fails(result, f"{latin1}: not UTF-8 text (byte 0xe9 at offset 3); save the file as UTF-8")
+    assert not out.exists()

@@ -114,8 +114,14 @@ def read_text(path: Path) -> str:
     """A text file as UTF-8, without a leading byte-order mark (U+FEFF, which Windows editors write).
 
     ``str.strip()`` keeps U+FEFF, so an undecoded BOM would become part of the first line's text.
+    A file in another encoding is a one-line error naming the file and the offending byte.
     """
-    return Path(path).read_text(encoding="utf-8-sig")
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserInputError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save the file as UTF-8"
+        ) from None
 
 
 def read_safetensors(path: Path, restore: Path, stage: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
