@@ -25,6 +25,7 @@ from stages import (
     serve,
     steering_eval,
     trait_correlation,
+    validate,
     vet_responses,
 )
 
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 
 STAGES = {
+    "validate": validate,
     "build-toy-models": build_toy_models,
     "build-toy-lora": build_toy_lora,
     "generate-responses": generate_responses,
