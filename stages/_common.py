@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from trait_interp.core.config import read_params
+from trait_interp.core.config import check_params_file, read_params
 from trait_interp.core.errors import UserInputError
 
 if TYPE_CHECKING:  # torch and transformers load with the stages that use a model, not with every command
@@ -42,8 +42,10 @@ def user_errors(fn: F) -> F:
 def stage_params(params_path: Path, keys: tuple[str, ...], **placeholders: str) -> dict[str, Any]:
     """Read the stage's declared keys; ``{name}`` placeholders are filled from earlier keys.
 
-    E.g. ``models.{extraction_model}`` is read after ``extraction_model``.
+    E.g. ``models.{extraction_model}`` is read after ``extraction_model``. The whole file is checked
+    first: an unknown top-level key or a repeated trait, prompt set or monitored model is an error.
     """
+    check_params_file(params_path)
     values: dict[str, Any] = {}
     for key in keys:
         concrete = key.format(**{**placeholders, **{k: v for k, v in values.items() if isinstance(v, str)}})

@@ -10,6 +10,7 @@ import typer
 from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import read_text
 from trait_interp.toy.models import ToyLoraSettings, build_toy_lora
 
 PARAMS = ("toy_lora",)
@@ -19,7 +20,7 @@ def read_texts(path: Path) -> list[str]:
     """Non-empty lines; each ``user<TAB>reply`` (a chat turn) or plain text."""
     if not path.is_file():
         raise UserInputError(f"{path}: LoRA training texts not found")
-    texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [line for line in read_text(path).splitlines() if line.strip()]
     if not texts:
         raise UserInputError(f"{path}: no training texts; add lines 'user<TAB>reply'")
     for number, line in enumerate(texts, 1):

@@ -11,7 +11,7 @@ import typer
 from stages._common import ParamsOption, rounded, stage_params, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import atomic_dir, write_json, write_with
+from trait_interp.core.io import atomic_dir, read_text, write_json, write_with
 from trait_interp.toy.lexicon import load_lexicons
 from trait_interp.toy.models import (
     ToyModelSettings,
@@ -63,7 +63,7 @@ def main(
         raise UserInputError(f"{params}:toy_models: examples_per_side and threads must be >= 1")
     if not filler.is_file():
         raise UserInputError(f"{filler}: filler text not found")
-    lines = [line for line in filler.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in read_text(filler).splitlines() if line.strip()]
     trained = train_toy_models(settings, load_world(world), load_lexicons(lexicon), lines)
 
     with atomic_dir(out_base) as tmp:

@@ -50,7 +50,7 @@ def main(
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(MassiveDimsSettings, p["massive_dims"], f"{params}:massive_dims")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "massive_dims.site")
     table = read_table(responses, InferenceResponses)
     loaded = load_model(spec, where)
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])

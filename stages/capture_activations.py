@@ -73,14 +73,14 @@ def main(
     record, spec, where = resolved_model(model)
     settings = from_mapping(ExtractionSettings, p["extraction"], f"{params}:extraction")
     position = parse_position(settings.position)
-    sites = tuple(check_site(site) for site in settings.sites)
+    sites = tuple(check_site(site, "extraction.sites") for site in settings.sites)
     table = read_table(responses, Responses)
     n_generated = len(table)
     if vetting is not None:
         table = kept_responses(table, read_table(vetting, VettingScores), vetting)
 
     loaded = load_model(spec, where)
-    layers = parse_layers(settings.layers, num_layers(loaded))
+    layers = parse_layers(settings.layers, num_layers(loaded), "extraction.layers")
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     pooled = capture_pooled(loaded, sequences, position, sites, layers, pad_token_id(loaded), settings.batch_size,
                             progress=True)

@@ -56,10 +56,10 @@ def main(
     _, spec, where = resolved_model(model)
     section = {k: p[f"raw_activations.{k}"] for k in ("site", "layers", "batch_size")}
     settings = from_mapping(RawActivationSettings, section, f"{params}:raw_activations")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "raw_activations.site")
     table = read_table(responses, InferenceResponses)
     loaded = load_model(spec, where)
-    layers = list(parse_layers(settings.layers, num_layers(loaded)))
+    layers = list(parse_layers(settings.layers, num_layers(loaded), "raw_activations.layers"))
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
     acts = capture_tokens(loaded, sequences, site, layers, pad_token_id(loaded), settings.batch_size)
     with atomic_dir(out) as tmp:

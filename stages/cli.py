@@ -19,6 +19,7 @@ HERE = Path(__file__).parent
 
 # command -> module of stages/ (a DVC stage of the same name, with underscores)
 STAGES = {
+    "validate": "validate",
     "build-toy-models": "build_toy_models",
     "build-toy-lora": "build_toy_lora",
     "generate-responses": "generate_responses",

@@ -20,7 +20,12 @@ from trait_interp.extraction.activation_store import (
     load_activations,
     read_meta,
 )
-from trait_interp.extraction.evaluation import evaluate_layers, summarize
+from trait_interp.extraction.evaluation import (
+    MIN_VAL_PAIRS,
+    check_held_out,
+    evaluate_layers,
+    summarize,
+)
 from trait_interp.extraction.extract import class_sets
 from trait_interp.extraction.vectors import load_vectors
 
@@ -46,12 +51,24 @@ def main(
     for site, acts in stored.acts.items():
         train = class_sets(acts, examples, "train", meta.paired)
         val = class_sets(acts, examples, "val", meta.paired)
+        check_held_out(val, str(activations), meta.val_fraction)
         for method in methods:
             rows = evaluate_layers(train, val, load_vectors(vectors, site, method).vectors, stored.layers)
             records += [{"trait": meta.trait, "site": site, "method": method, **row} for row in rows]
     df = write_table(pd.DataFrame.from_records(records), VectorEvaluation, table)
     plot_site = PLOT_SITE if PLOT_SITE in stored.acts else meta.sites[0]
-    write_json(metrics, summarize(df, meta, plot_site))
+    summary = summarize(df, meta, plot_site)
+    write_json(metrics, summary)
+    held_out = summary["held_out"]
+    if held_out["too_few"]:
+        unit = "pairs" if meta.paired else "examples per side (at least)"
+        typer.echo(
+            f"warning: {meta.trait}: only {min(held_out['positive'], held_out['negative'])} held-out {unit} "
+            f"(fewer than {MIN_VAL_PAIRS}): val accuracy moves in steps of "
+            f"{1 / (2 * min(held_out['positive'], held_out['negative'])):.2f} and Cohen's d is uncertain; "
+            "raise extraction.val_fraction or add scenarios",
+            err=True,
+        )
     for path, column in ((plot_accuracy, "val_accuracy"), (plot_effect, "cohens_d")):
         wide = df[df["site"] == plot_site].pivot(index="layer", columns="method", values=column).reset_index()
         write_with(path, lambda tmp, wide=wide: wide.to_csv(tmp, index=False, float_format="%.4f"))

@@ -22,6 +22,7 @@ from trait_interp.extraction.activation_store import (
 )
 from trait_interp.extraction.extract import (
     VectorSettings,
+    check_methods_fit_pairing,
     class_sets,
     extract_layers,
     mean_norms,
@@ -42,6 +43,7 @@ def main(
     stored = load_activations(activations / ACTIVATIONS_FILE)
     examples = read_table(activations / EXAMPLES_FILE, Examples)
     meta = read_meta(activations / META_FILE)
+    check_methods_fit_pairing(settings.methods, meta.paired, f"{params}:vectors.methods")
     with atomic_dir(out) as tmp:
         for site, acts in stored.acts.items():
             train = class_sets(acts, examples, "train", meta.paired)

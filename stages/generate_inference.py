@@ -21,9 +21,10 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import load_prompt_set
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.generation import GenerationSettings, generate_greedy
-from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.core.models import context_limit, load_model, load_tokenizer
 from trait_interp.core.prompting import (
     PromptSpec,
+    check_context,
     prompt_ids,
     token_strings,
     uses_chat_template,
@@ -54,6 +55,8 @@ def main(
         prompt_ids(tokenizer, PromptSpec(q.text, prompts.system_prompt), chat, spec.merge_system_prompt)
         for q in prompts.prompts
     ]
+    labels = [f"{prompt_set}: prompt id {q.id!r}" for q in prompts.prompts]
+    check_context(ids, labels, int(settings.max_new_tokens), context_limit(spec), "inference.max_new_tokens")
     loaded = load_model(spec, where)
     responses = generate_greedy(
         loaded, ids, int(settings.max_new_tokens), tokenizer.pad_token_id, record.eos_token_ids,

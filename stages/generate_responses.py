@@ -19,9 +19,14 @@ from stages._common import (
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import TraitScenarios, load_scenarios, pair_scenarios
 from trait_interp.core.generation import GenerationSettings, generate_greedy
-from trait_interp.core.models import load_model, load_tokenizer
+from trait_interp.core.models import context_limit, load_model, load_tokenizer
 from trait_interp.core.positions import parse_position, resolve_max_new_tokens
-from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.core.prompting import (
+    PromptSpec,
+    check_context,
+    prompt_ids,
+    uses_chat_template,
+)
 from trait_interp.core.tables import write_table
 
 PARAMS = ("extraction.position", "extraction.paired", "generation")
@@ -56,6 +61,9 @@ def main(
     prompts = [
         prompt_ids(tokenizer, PromptSpec(s.text, s.system_prompt), chat, spec.merge_system_prompt) for _, _, s in rows
     ]
+    files = {"positive": positive, "negative": negative}
+    labels = [f"{files[polarity]}:{s.line}" for _, polarity, s in rows]
+    check_context(prompts, labels, max_new, context_limit(spec), "generation.max_new_tokens")
     loaded = load_model(spec, where)
     responses = generate_greedy(loaded, prompts, max_new, tokenizer.pad_token_id, record.eos_token_ids, gen.batch_size,
                                 progress=True)

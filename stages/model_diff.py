@@ -61,7 +61,7 @@ def main(
     record_b, spec_b, where_b = resolved_model(diff_model)
     key_a, key_b = record_a.key, record_b.key
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "monitoring.site")
     table = read_table(responses, InferenceResponses)
     if load_tokenizer(spec_a).get_vocab() != load_tokenizer(spec_b).get_vocab():
         raise UserInputError(f"{params}: diff_model '{key_b}' has another vocabulary than '{key_a}'; "

@@ -62,7 +62,7 @@ def main(
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")
-    check_site(settings.site)
+    check_site(settings.site, "monitoring.site")
     table = read_table(responses, InferenceResponses)
     clean, massive = None, None
     if settings.clean_massive_dims != "none" and calibration is None:

@@ -29,8 +29,13 @@ from trait_interp.core.datasets import (
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
 from trait_interp.core.layers import parse_layer_choice
-from trait_interp.core.models import load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, prompt_ids, uses_chat_template
+from trait_interp.core.models import context_limit, load_model, load_tokenizer
+from trait_interp.core.prompting import (
+    PromptSpec,
+    check_context,
+    prompt_ids,
+    uses_chat_template,
+)
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.core.tables import read_table, write_table
 from trait_interp.extraction.evaluation import best_index, best_vector
@@ -114,7 +119,7 @@ def main(
     record, spec, where = resolved_model(model)
     settings = from_mapping(SteeringSettings, p["steering"], f"{params}:steering")
     judge_settings = from_mapping(JudgeSettings, p["judge"], f"{params}:judge")
-    site = check_site(settings.site)
+    site = check_site(settings.site, "steering.site")
     steering_set = load_steering_questions(questions)
     asked = steering_set.questions[: settings.subset] if settings.subset else steering_set.questions
     rubric = read_definition(definition, trait)
@@ -128,14 +133,16 @@ def main(
     # the judge first: an openai key is checked before any model loads
     with open_judge(judge_settings, read_judge_record(judge_record), judge_cache, f"{params}:judge", trait) as judge:
         tokenizer = load_tokenizer(spec)
+        chat = uses_chat_template(tokenizer, spec.prompt_mode)
+        prompts = [prompt_ids(tokenizer, PromptSpec(q), chat, spec.merge_system_prompt) for q in asked]
+        labels = [f"{questions}: questions[{i}]" for i in range(len(asked))]
+        check_context(prompts, labels, settings.max_new_tokens, context_limit(spec), "steering.max_new_tokens")
         loaded = load_model(spec, where)
         layers = parse_layer_choice(
             p["layer"], num_layers(loaded), lambda: best_extraction_layer(evaluation, site, settings.method),
             "layer", allow_all=False,
         )
         by_layer = {layer: vector_set.layer(layer) for layer in layers}
-        chat = uses_chat_template(tokenizer, spec.prompt_mode)
-        prompts = [prompt_ids(tokenizer, PromptSpec(q), chat, spec.merge_system_prompt) for q in asked]
         decoder = Decoder(
             pad_id=tokenizer.pad_token_id,
             eos_ids=record.eos_token_ids,

@@ -60,7 +60,8 @@ def main(
         stats = {"calls": 0}
     touch_output(judge_cache)  # the (persistent) output exists even when nothing is judged
     verdict = verdicts(list(table["pair_index"]), list(table["polarity"]), scores, settings)
-    check_enough(verdict, settings, trait, str(params))
+    if settings.enabled:  # with vetting off nothing was judged, so nothing "passes vetting" or fails it
+        check_enough(verdict, settings, trait, str(params))
 
     vetting = pd.DataFrame(
         {"pair_index": table["pair_index"], "polarity": table["polarity"], "score": scores,
@@ -77,6 +78,10 @@ def main(
         summary[f"{side}_passed"] = int(rows["passed"].sum())
         summary[f"{side}_unscored"] = int(rows["score"].isna().sum()) if settings.enabled else 0
     write_json(metrics, {"trait": trait, **summary, "judge": stats})
+    if not settings.enabled:
+        typer.echo(f"{trait}: vetting is off (vetting.enabled: false): all {len(table)} responses kept, "
+                   f"nothing judged -> {out}")
+        return
     typer.echo(
         f"{trait}: kept {verdict.n_kept_pairs} pairs of {table['pair_index'].nunique()} "
         f"(judge calls {stats.get('calls', 0)}, cache hits {stats.get('cache_hits', 0)}) -> {out}"

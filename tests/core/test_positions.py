@@ -9,6 +9,7 @@ import pytest
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.positions import (
     Position,
+    always_empty,
     parse_position,
     resolve_max_new_tokens,
     select_span,
@@ -57,12 +58,17 @@ def test_select_span_hand_worked(spec: str, expected: tuple[int, int]) -> None:
         ("response[15]", 10, 20),  # index past the end of the response
         ("response[-11]", 10, 20),  # index before the start of the response
         ("prompt[12]", 10, 20),  # never spills into the response
-        ("response[5:3]", 10, 20),  # reversed slice
-        ("all[:0]", 10, 20),
     ],
 )
 def test_select_span_empty(spec: str, prompt_len: int, seq_len: int) -> None:
     start, end = select_span(parse_position(spec), prompt_len, seq_len)
+    assert start == end
+
+
+@pytest.mark.parametrize("position", [Position("response", 5, 3), Position("all", None, 0)])
+def test_select_span_empty_slices(position: Position) -> None:
+    """Always-empty slices (rejected by parse_position) still select nothing, never something odd."""
+    start, end = select_span(position, 10, 20)
     assert start == end
 
 
@@ -79,8 +85,9 @@ def _frame_bounds(frame: str, prompt_len: int, seq_len: int) -> tuple[int, int]:
     return {"prompt": (0, prompt_len), "response": (prompt_len, seq_len), "all": (0, seq_len)}[frame]
 
 
-def _check_against_python(spec: str, expected_indices: list[int], prompt_len: int, seq_len: int) -> None:
-    start, end = select_span(parse_position(spec), prompt_len, seq_len)
+def _check_against_python(spec: str, expected_indices: list[int], prompt_len: int, seq_len: int,
+                          position: Position | None = None) -> None:
+    start, end = select_span(position or parse_position(spec), prompt_len, seq_len)
     lo, hi = _frame_bounds(spec.split("[")[0], prompt_len, seq_len)
     assert start <= end, spec
     assert lo <= start and end <= hi, (spec, prompt_len, seq_len, (start, end))
@@ -101,7 +108,12 @@ def test_slices_match_python(frame: str) -> None:
         for a, b in itertools.product(BOUNDS, BOUNDS):
             spec = f"{frame}[{'' if a is None else a}:{'' if b is None else b}]"
             expected = tokens[a:b]
-            _check_against_python(spec, expected, prompt_len, seq_len)
+            position = Position(frame, a, b)  # type: ignore[arg-type]
+            _check_against_python(spec, expected, prompt_len, seq_len, position)
+            if always_empty(position):  # rejected when parsed: empty for every length
+                assert expected == []
+            else:
+                assert parse_position(spec) == position
             n_checked += 1
             n_empty += not expected
     assert n_checked == len(LENGTHS) * len(BOUNDS) ** 2

@@ -128,7 +128,7 @@ def labels_from_verdicts(scores: Mapping[str, float | None], threshold: float) -
 def read_labels(labels_file: Path) -> dict[str, str]:
     """A labels file: CSV with columns prompt_id, label."""
     try:
-        table = pd.read_csv(labels_file, dtype=str)
+        table = pd.read_csv(labels_file, dtype=str, encoding="utf-8-sig")
     except (OSError, pd.errors.ParserError) as err:
         raise UserInputError(f"{labels_file}: cannot read labels ({err}); expected CSV columns prompt_id,label") from None
     if not {"prompt_id", "label"} <= set(table.columns):

@@ -8,6 +8,8 @@ in ``params.yaml`` must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,10 +19,59 @@ from typing import Any, TypeVar
 import yaml
 
 from trait_interp.core.errors import UserInputError
+from trait_interp.core.io import read_text
 
 T = TypeVar("T")
 
 _MISSING = object()
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars, the schema DVC writes params in.
+
+    ``dvc exp run -S`` rewrites params.yaml in YAML 1.2 style, dropping the quotes 1.2 does not need:
+    ``"yes"`` becomes ``yes``, ``"1:3"`` becomes ``1:3``. YAML 1.1 (PyYAML's default) would read those
+    as True and as the base-60 integer 63, and ``1e-08`` as a string. Here only true/false (any of
+    ``true True TRUE``) are booleans, integers are decimal, ``0o`` octal or ``0x`` hex, floats are
+    the 1.2 spellings (``1e-08`` included), and there are no timestamps: the value the user wrote is the
+    value used.
+    """
+
+
+_CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"}
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _CORE_BOOL, list("tTfF"))
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:int", _CORE_INT, list("-+0123456789"))
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _CORE_FLOAT, list("-+0123456789."))
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # "010" is ten, not YAML 1.1's octal eight
+
+
+def _core_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.lstrip("+-") == ".inf":
+        return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
+    return float(text)
+
+
+ParamsLoader.add_constructor("tag:yaml.org,2002:int", _core_int)
+ParamsLoader.add_constructor("tag:yaml.org,2002:float", _core_float)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -28,7 +79,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(read_text(path), Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -36,6 +87,45 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserInputError(f"{path}: expected a mapping of params at the top level")
     return data
+
+
+PARAM_SECTIONS: tuple[str, ...] = (
+    "experiment", "pipeline", "models", "layer", "extraction_model", "application_model", "diff_model", "monitor_models",
+    "prompt_sets", "traits", "toy_lora", "toy_models", "generation", "judge", "vetting", "inference", "extraction",
+    "vectors", "steering", "monitoring", "raw_activations", "massive_dims", "analyses",
+)
+"""Every top-level key of a params file; any other (e.g. a misspelled ``steerng:``) is an error."""
+
+UNIQUE_LISTS: tuple[str, ...] = ("traits", "prompt_sets", "monitor_models")
+"""Top-level lists whose entries each name one thing (a DVC stage per entry): a repeat is an error."""
+
+
+def params_file_problems(data: Mapping[str, Any], source: str) -> list[str]:
+    """Whole-file problems, one line each: unknown top-level keys, repeated entries in ``UNIQUE_LISTS``."""
+    problems = []
+    for key in data:
+        if key not in PARAM_SECTIONS:
+            close = difflib.get_close_matches(str(key), PARAM_SECTIONS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.append(
+                f"{source}: unknown top-level key '{key}'; {hint}known sections: {', '.join(PARAM_SECTIONS)}"
+            )
+    for key in UNIQUE_LISTS:
+        values = data.get(key)
+        if isinstance(values, list):
+            texts = [str(v) for v in values]
+            repeated = sorted({t for t in texts if texts.count(t) > 1})
+            if repeated:
+                problems.append(f"{source}: {key} lists {', '.join(repeated)} more than once; list each entry once")
+    return problems
+
+
+def check_params_file(path: Path) -> None:
+    """Raise on the first whole-file problem of the params file (``trait-interp validate`` lists them all)."""
+    problems = params_file_problems(load_yaml(path), str(path))
+    if problems:
+        more = f" (and {len(problems) - 1} more: run trait-interp validate to list them)" if len(problems) > 1 else ""
+        raise UserInputError(problems[0] + more)
 
 
 def get_key(data: Mapping[str, Any], dotted: str, source: str) -> Any:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json
+from trait_interp.core.io import read_json, read_text
 
 Polarity = Literal["positive", "negative"]
 POLARITIES: tuple[Polarity, Polarity] = ("positive", "negative")
@@ -105,7 +105,7 @@ def load_scenarios(path: Path) -> tuple[Scenario, ...]:
     if not path.is_file():
         raise UserInputError(f"{path}: file not found; add it with one scenario per line")
     scenarios: list[Scenario] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # "\n" only: U+2028, \x0c... are text
+    for number, raw in enumerate(read_text(path).split("\n"), start=1):  # "\n" only: U+2028, \x0c... are text
         line = raw.strip()
         if not line:
             continue
@@ -175,7 +175,7 @@ def load_definition(traits_root: Path, trait: str) -> str:
 def read_definition(path: Path, trait: str) -> str:
     """definition.txt at ``path``, or a one-line description of ``trait`` when it is absent."""
     if Path(path).is_file():
-        return Path(path).read_text(encoding="utf-8").strip()
+        return read_text(path).strip()
     return f"The trait '{trait_display_name(trait)}'"
 
 

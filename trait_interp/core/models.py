@@ -28,7 +28,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -247,6 +248,20 @@ def _check_checkpoint_quantization(config: Mapping[str, Any] | None, spec: Model
         )
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_limit(spec: ModelSpec, where: str | None = None) -> int | None:
+    """The most tokens (prompt + generated) the model takes, from its config.json (no weights); None if unstated."""
+    config = _base_config(spec, where or f"model '{spec.source}'")
+    config = getattr(config, "text_config", None) or config
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(spec.source, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     tokenizer.padding_side = "left"
@@ -279,25 +294,43 @@ def load_model(spec: ModelSpec, where: str | None = None) -> nn.Module:
         device_map = {"": spec.device}  # quantized weights are placed while loading, never moved afterwards
     if device_map is not None:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(
-        spec.source,
-        revision=spec.revision,
-        config=config,
-        dtype=DTYPES[spec.dtype],
-        use_safetensors=True,
-        trust_remote_code=spec.trust_remote_code,
-        **kwargs,
-    )
+    with _corrupt_weights_named(spec.source, where):
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.source,
+            revision=spec.revision,
+            config=config,
+            dtype=DTYPES[spec.dtype],
+            use_safetensors=True,
+            trust_remote_code=spec.trust_remote_code,
+            **kwargs,
+        )
     if device_map is None:
         model = model.to(spec.device)
     if adapter_dir is not None:
         from peft import PeftModel  # only when an adapter is asked for
 
         # A local folder checked to hold adapter_model.safetensors: peft reads only that file.
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False, low_cpu_mem_usage=True)
+        with _corrupt_weights_named(str(adapter_dir), f"{where}.adapter"):
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False, low_cpu_mem_usage=True)
         if spec.merge_adapter:
             model = model.merge_and_unload()
     return model.eval()
+
+
+@contextmanager
+def _corrupt_weights_named(source: str, where: str) -> Iterator[None]:
+    """A truncated or corrupt weights file becomes one line naming the model folder and the fix."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(
+            f"{where}: a safetensors weights file of '{source}' is corrupt or truncated ({reason}); restore it with "
+            f"`dvc checkout {source}` (a model the pipeline builds) or re-run the stage that builds it, or delete it "
+            "from the Hugging Face cache to download it again"
+        ) from None
 
 
 def _base_config(spec: ModelSpec, where: str):
@@ -343,7 +376,8 @@ def check_adapter_shapes(config: Any, adapter_dir: Path, spec: ModelSpec, where:
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
     modules = dict(skeleton.named_modules())
     found, missing = 0, []
-    with safe_open(str(adapter_dir / ADAPTER_WEIGHTS), framework="pt") as weights:
+    with _corrupt_weights_named(str(adapter_dir), f"{where}.adapter"), \
+            safe_open(str(adapter_dir / ADAPTER_WEIGHTS), framework="pt") as weights:
         for key in weights.keys():
             match = _LORA_KEY.fullmatch(key)
             if match is None:  # e.g. a DoRA magnitude or a modules_to_save copy: peft checks those

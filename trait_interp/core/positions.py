@@ -31,28 +31,48 @@ class Position:
         return f"{self.frame}[{s}:{e}]"
 
 
-def parse_position(spec: str) -> Position:
-    """Parse ``response[:5]``, ``prompt[-1]``, ``all[2:-2]``...; malformed specs are errors."""
+def parse_position(spec: str, param: str = "extraction.position") -> Position:
+    """Parse ``response[:5]``, ``prompt[-1]``, ``all[2:-2]``...; malformed specs are errors naming ``param``.
+
+    A slice that is empty whatever the lengths (``response[3:1]``, ``response[:0]``) is rejected here:
+    it would select no token of any example.
+    """
     match = _POSITION.match(spec.strip().replace(" ", ""))
     if match is None:
         raise UserInputError(
-            f"malformed position '{spec}'; use frame[slice] with frame prompt|response|all, "
+            f"{param}: malformed position '{spec}'; use frame[slice] with frame prompt|response|all, "
             "e.g. response[:5], response[:], prompt[-1], all[2:-2]"
         )
     frame, first, colon, second = match.groups()
     if colon is None:
         if first in ("", "-"):
-            raise UserInputError(f"malformed position '{spec}': an index is needed inside []")
+            raise UserInputError(f"{param}: malformed position '{spec}': an index is needed inside []")
         index = int(first)
         return Position(frame, index, index + 1 if index != -1 else None)  # type: ignore[arg-type]
-    return Position(frame, _int_or_none(first, spec), _int_or_none(second, spec))  # type: ignore[arg-type]
+    position = Position(frame, _int_or_none(first, spec, param), _int_or_none(second, spec, param))  # type: ignore[arg-type]
+    if always_empty(position):
+        raise UserInputError(
+            f"{param}: position '{spec}' selects no token of any example (the slice is empty); "
+            "use a slice with stop after start, e.g. response[:5] or response[1:3]"
+        )
+    return position
 
 
-def _int_or_none(text: str, spec: str) -> int | None:
+def always_empty(position: Position) -> bool:
+    """True when the slice selects nothing for every frame length: ``[:0]``, ``[3:1]``, ``[-1:-3]``."""
+    start, stop = position.start, position.stop
+    if stop is None:
+        return False
+    if stop == 0 or start is None:
+        return stop == 0
+    return (start >= 0) == (stop >= 0) and stop <= start
+
+
+def _int_or_none(text: str, spec: str, param: str) -> int | None:
     if text == "":
         return None
     if text == "-":
-        raise UserInputError(f"malformed position '{spec}'")
+        raise UserInputError(f"{param}: malformed position '{spec}'")
     return int(text)
 
 

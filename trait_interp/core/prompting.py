@@ -96,6 +96,28 @@ def prompt_ids(
     return list(ids)
 
 
+def check_context(
+    prompts: Sequence[Sequence[int]], labels: Sequence[str], max_new_tokens: int, limit: int | None, param: str
+) -> None:
+    """Every prompt plus ``max_new_tokens`` fits the model's context ``limit`` (None: not checked).
+
+    ``labels`` name each prompt for the message (``file:line``, a prompt id); ``param`` is the
+    setting that holds ``max_new_tokens``. Checked after tokenising, before any generation.
+    """
+    if limit is None:
+        return
+    over = [(label, len(ids)) for label, ids in zip(labels, prompts) if len(ids) + max_new_tokens > limit]
+    if not over:
+        return
+    label, n_tokens = over[0]
+    more = f" ({len(over)} prompts are too long; this is the first)" if len(over) > 1 else ""
+    raise UserInputError(
+        f"{label}: the prompt is {n_tokens} tokens, and with {param} = {max_new_tokens} needs "
+        f"{n_tokens + max_new_tokens}: over the model's context of {limit} tokens (max_position_embeddings)"
+        f"{more}; shorten the prompt or lower {param}"
+    )
+
+
 def check_single_bos(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> None:
     bos_id = tokenizer.bos_token_id
     if bos_id is not None and len(ids) >= 2 and ids[0] == bos_id and ids[1] == bos_id:

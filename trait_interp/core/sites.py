@@ -86,9 +86,11 @@ def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     raise UserInputError(f"could not find the {n} decoder layers in {type(model).__name__}")
 
 
-def check_site(site: str) -> str:
+def check_site(site: str, param: str | None = None) -> str:
+    """``site`` if it is one of ``SITES``; else an error naming ``param`` (e.g. ``steering.site``)."""
     if site not in SITES:
-        raise UserInputError(f"unknown site '{site}'; available: {', '.join(SITES)}")
+        named = f"{param}: " if param else ""
+        raise UserInputError(f"{named}unknown site '{site}'; available: {', '.join(SITES)}")
     return site
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import atomic_path
+from trait_interp.core.io import atomic_path, read_text
 
 
 def validate(df: pd.DataFrame, schema: type[pa.DataFrameModel], where: str) -> pd.DataFrame:
@@ -48,10 +48,10 @@ def read_table(path: Path, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
     if not path.is_file():
         raise UserInputError(f"{path}: table not found; run the stage that writes it first")
     if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path).splitlines()
         df = pd.DataFrame.from_records([json.loads(line) for line in lines if line.strip()])
     elif path.suffix == ".csv":
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, encoding="utf-8-sig")
     elif path.suffix == ".parquet":
         df = pd.read_parquet(path)
     else:

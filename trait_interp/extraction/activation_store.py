@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json, write_json, write_with
+from trait_interp.core.io import read_json, read_safetensors, write_json, write_with
 
 ACTIVATIONS_FILE = "activations.safetensors"
 EXAMPLES_FILE = "examples.csv"
@@ -40,7 +40,7 @@ def load_activations(path: Path) -> StoredActivations:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: activations not found; capture them first (dvc repro)")
-    tensors = load_file(str(path))
+    tensors = read_safetensors(path, path.parent, "capture_activations", (_LAYERS_KEY,))
     layers = tuple(int(x) for x in tensors.pop(_LAYERS_KEY).tolist())
     return StoredActivations(acts=tensors, layers=layers)
 

@@ -26,6 +26,21 @@ class VectorSettings:
                 raise UserInputError(f"vectors.methods: {err}") from None
 
 
+PAIRED_METHODS: tuple[str, ...] = ("pca",)
+"""Methods that need row i of each class to be the two sides of one pair."""
+
+
+def check_methods_fit_pairing(methods: tuple[str, ...], paired: bool, where: str) -> None:
+    """Unpaired data with a method that needs pairs is an error naming the two ways out."""
+    needing = [m for m in methods if m in PAIRED_METHODS]
+    if needing and not paired:
+        raise UserInputError(
+            f"{where}: {', '.join(needing)} needs paired data (the difference of each pair's two sides) but the "
+            "activations were captured unpaired (extraction.paired: false); drop it from vectors.methods, "
+            "or pair the data (extraction.paired: true, line i of positive with line i of negative)"
+        )
+
+
 @dataclass(frozen=True)
 class ClassSets:
     """Activations of one split for one site: ``[n, n_layers, width]`` per class.

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import write_json, write_with
+from trait_interp.core.io import read_safetensors, write_json, write_with
 
 LAYER_CONVENTION = "layer i = output of decoder block i, 0-based (= HF hidden_states[i+1])"
 
@@ -80,8 +80,14 @@ def load_vectors(directory: Path, site: str, method: str) -> VectorSet:
     tensor_path, json_path = vector_paths(directory, site, method)
     if not tensor_path.is_file() or not json_path.is_file():
         raise UserInputError(f"{tensor_path}: no vectors for site '{site}' method '{method}'; extract them first (dvc repro)")
-    tensors = load_file(str(tensor_path))
-    meta = VectorMetadata(**json.loads(json_path.read_text(encoding="utf-8")))
+    tensors = read_safetensors(tensor_path, Path(directory), "extract_vectors", ("vectors", "layers"))
+    try:
+        meta = VectorMetadata(**json.loads(json_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UserInputError(
+            f"{json_path}: corrupt vector sidecar ({type(err).__name__}: {err}); restore it with "
+            f"`dvc checkout {directory}` or re-run extract_vectors"
+        ) from None
     if tensors["layers"].tolist() != meta.layers:
         raise UserInputError(f"{tensor_path}: layers do not match its sidecar {json_path}")
     return VectorSet(vectors=tensors["vectors"], metadata=meta)

@@ -203,7 +203,7 @@ def read_api_key(env_file: Path | None = Path(".env")) -> str | None:
         return key
     if env_file is None or not Path(env_file).is_file():
         return None
-    for line in Path(env_file).read_text(encoding="utf-8").splitlines():
+    for line in Path(env_file).read_text(encoding="utf-8-sig").splitlines():
         name, sep, value = line.strip().removeprefix("export ").partition("=")
         if sep and name.strip() == "OPENAI_API_KEY":
             value = value.strip().strip("'\"")

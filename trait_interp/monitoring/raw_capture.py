@@ -11,7 +11,7 @@ from torch import nn
 
 from trait_interp.core.batching import BatchSize
 from trait_interp.core.forward import Batch, TokenSequence, forward_batches
-from trait_interp.core.io import write_with
+from trait_interp.core.io import read_safetensors, write_with
 from trait_interp.core.layers import normalize_layer
 from trait_interp.core.sites import num_layers, resolve_site
 
@@ -42,3 +42,13 @@ def save_token_activations(folder: Path, prompt_ids: Sequence[str], acts: Sequen
     for prompt_id, tensor in zip(prompt_ids, acts):
         tensors = {"activations": tensor, "layers": torch.tensor(list(layers), dtype=torch.int64)}
         write_with(Path(folder) / f"{prompt_id}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)))
+
+
+def load_token_activations(path: Path) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """One prompt's raw file: ``activations`` [n_tokens, n_layers, width] and the layer indices.
+
+    A truncated or corrupt file is a one-line error naming it (restore the prompt set's folder
+    with ``dvc checkout`` on the machine that made it, or re-run capture_raw).
+    """
+    tensors = read_safetensors(Path(path), Path(path).parent, "capture_raw", ("activations", "layers"))
+    return tensors["activations"], tuple(int(x) for x in tensors["layers"].tolist())

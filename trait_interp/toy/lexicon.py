@@ -82,8 +82,9 @@ def lexicon_for(path: Path, trait: str) -> Lexicon:
     lexicons = load_lexicons(path)
     if trait not in lexicons:
         raise UserInputError(
-            f"{path}: no lexicon for trait '{trait}' (has: {', '.join(sorted(lexicons))}); add its trait and "
-            "contrast words, or judge it with an LLM (judge.backend: local or openai)"
+            f"{path}: no lexicon for trait '{trait}' (has: {', '.join(sorted(lexicons))}); to try a real trait on "
+            "the toy, set vetting.enabled: false (the quickest fix: every response is kept, nothing is judged); "
+            "otherwise add its trait and contrast words here, or judge it with an LLM (judge.backend: local or openai)"
         )
     return lexicons[trait]
 
