@@ -68,7 +68,7 @@ ModelRecordOption = Annotated[
     Path, typer.Option("--model", help="The model's record from resolve_models (models/resolved/<key>.json).")
 ]
 JudgeRecordOption = Annotated[
-    Path, typer.Option("--judge", help="The judge's record from resolve_models (models/resolved/judge.json).")
+    Path, typer.Option("--judge-record", help="The judge's record from resolve_models (models/resolved/judge.json).")
 ]
 
 

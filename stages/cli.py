@@ -22,6 +22,8 @@ STAGES = {
     "validate": "validate",
     "build-toy-models": "build_toy_models",
     "build-toy-lora": "build_toy_lora",
+    "resolve-toy-models": "resolve_toy_models",
+    "resolve-models": "resolve_models",
     "generate-responses": "generate_responses",
     "vet-responses": "vet_responses",
     "capture-activations": "capture_activations",
@@ -30,6 +32,7 @@ STAGES = {
     "steering-eval": "steering_eval",
     "generate-inference": "generate_inference",
     "calibrate-massive-dims": "calibrate_massive_dims",
+    "monitor-layers": "monitor_layers",
     "project": "project",
     "capture-raw": "capture_raw",
     "label-responses": "label_responses",
@@ -41,7 +44,7 @@ STAGES = {
     "cross-evaluate": "cross_evaluate",
     "report": "report",
 }
-COMMANDS = {**STAGES, "serve": "serve"}  # serve is not a stage: it serves (or exports) what report built
+COMMANDS = {**STAGES, "serve": "serve", "preset": "preset"}  # not stages: the dashboard server, switching params to a preset
 
 
 def available() -> dict[str, str]:

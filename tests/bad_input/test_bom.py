@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from tests.pipeline.test_stages import (
@@ -99,14 +100,26 @@ def test_definition_and_lexicon_with_a_bom_give_the_same_vetting(toy, tmp_path):
     tables = {}
     for name, (rubric, lexicon) in runs.items():
         out = tmp_path / f"{name}-vetting.jsonl"
+        judged = with_lexicon(params, lexicon, tmp_path / f"{name}-params.yaml")
         result = invoke("vet-responses", "--trait", "behavior/refusal", "--responses", responses,
                         "--definition", rubric, "--judge-cache", tmp_path / f"{name}-cache.jsonl", "--out", out,
-                        "--metrics", tmp_path / f"{name}-metrics.json", "--lexicon", lexicon, "--params", params)
+                        "--metrics", tmp_path / f"{name}-metrics.json", "--params", judged)
         assert result.exit_code == 0, result.output
         tables[name] = out.read_bytes()
     assert tables["bom"] == tables["plain"]
     # the same judge requests, so the cache keys (which hash the rubric) agree too
-    assert (tmp_path / "bom-cache.jsonl").read_bytes() == (tmp_path / "plain-cache.jsonl").read_bytes()
+    def keys(name: str) -> list[str]:
+        return [json.loads(line)["key"] for line in (tmp_path / f"{name}-cache.jsonl").read_text().splitlines()]
+
+    assert keys("bom") == keys("plain")
+
+
+def with_lexicon(params: Path, lexicon: Path, path: Path) -> Path:
+    """A copy of a params file whose judge reads the planted vocabulary from ``lexicon``."""
+    data = yaml.safe_load(params.read_text())
+    data["judge"]["lexicon"] = str(lexicon)
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def test_steering_questions_with_a_bom_load(tmp_path):

@@ -34,7 +34,7 @@ def generate(tmp, params, trait: str, n: int, n_negative: int | None = None):
 def vet(tmp, params, trait: str, responses):
     return invoke("vet-responses", "--trait", trait, "--responses", responses, "--definition", DEFINITION,
                   "--judge-cache", tmp / "cache.jsonl", "--out", tmp / "vetting.jsonl", "--metrics", tmp / "m.json",
-                  "--lexicon", LEXICON, "--params", params)
+                  "--params", params)
 
 
 def test_a_trait_without_planted_words_names_the_quickest_fix_and_it_works(toy, tmp_path):

@@ -88,17 +88,23 @@ def test_steering_site_unknown(toy, tmp_path):
 
 
 def project(toy, tmp_path, **overrides):
+    """monitor-layers, then project (as dvc.yaml runs them); the first that fails gives the result."""
     tmp, _ = toy
     params = make_params(tmp_path, tmp, **{**SMALL, **overrides})
     dest = tmp_path / "project"
+    chosen = invoke("monitor-layers", "--best", f"{tmp}/none/{{trait}}/best.json", "--out", tmp_path / "layers.json",
+                    "--params", params)
+    if chosen.exit_code != 0:
+        return chosen
     return invoke("project", "--model", "toy-instruct", "--responses", tmp / "inference.jsonl",
-                  "--vectors-root", tmp / "exp", "--steering-root", tmp / "none", "--out", dest / "p.parquet",
-                  "--dynamics", dest / "d.parquet", "--commitment", dest / "c.csv", "--metrics", dest / "m.json",
-                  "--params", params)
+                  "--vectors", f"{tmp}/exp/{{trait}}/vectors", "--layers", tmp_path / "layers.json",
+                  "--out", dest / "p.parquet", "--dynamics", dest / "d.parquet", "--commitment", dest / "c.csv",
+                  "--metrics", dest / "m.json", "--params", params)
 
 
 def test_monitoring_layer_out_of_range(toy, tmp_path):
-    _fails(project(toy, tmp_path, layer=3, traits=["behavior/refusal"]), "layer: layer 3 is out of range")
+    _fails(project(toy, tmp_path, traits=["behavior/refusal"], **{"monitoring.layer": 3}),
+           "monitoring.layer: layer 3 is out of range")
     assert not (tmp_path / "project").exists()
 
 

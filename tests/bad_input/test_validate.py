@@ -73,7 +73,7 @@ def validate(root: Path, params: dict, marker: Path):
     return result, time.perf_counter() - started
 
 
-def test_a_clean_176_trait_experiment_passes_in_seconds(tmp_path):
+def test_a_clean_176_trait_experiment_passes(tmp_path):  # its time: benchmarks (validate_speed)
     root, params = experiment(tmp_path)
     marker = tmp_path / "out/validated"
     result, seconds = validate(root, params, marker)
@@ -84,7 +84,6 @@ def test_a_clean_176_trait_experiment_passes_in_seconds(tmp_path):
     notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and f"{N_TRAITS} trait(s) will have fewer than 5 held-out pairs" in notes[0]
     print(f"validate, {N_TRAITS} traits: {seconds:.2f} s in process")
-    assert seconds < 10
 
 
 def test_every_planted_problem_is_reported_in_one_run(tmp_path):
@@ -114,8 +113,9 @@ def test_every_planted_problem_is_reported_in_one_run(tmp_path):
     params["layer"] = 7
     planted["out of range for a model with 4 layers (use 0..3 or -4..-1) (steering on application_model 'instruct')"] = (
         "steering layer")
-    planted["out of range for a model with 4 layers (use 0..3 or -4..-1) (monitoring on monitor_models 'instruct')"] = (
-        "monitor layer")
+    params["monitoring"]["layer"] = [1, 8]
+    planted["monitoring.layer: layer 8 is out of range for a model with 4 layers (use 0..3 or -4..-1) (monitoring on "
+            "monitor_models 'instruct')"] = "monitor layer"
     params["steerng"] = {"subset": 3}
     planted["unknown top-level key 'steerng'; did you mean 'steering'?"] = "a misspelled section"
     params["vectors"]["settings"]["probe_cc"] = 2.0
@@ -135,7 +135,7 @@ def test_every_planted_problem_is_reported_in_one_run(tmp_path):
     assert len(errors) == len(planted), errors  # nothing else, nothing twice
     assert f"{len(planted)} problem(s)" in result.output
     assert not marker.exists()
-    assert sum("layer: layer 7 is out of range" in line for line in errors) == 2
+    assert sum("layer: layer 7 is out of range" in line for line in errors) == 1  # steering; monitoring has its own
     known = [line for line in errors if "unknown trait 'behavior/nope'" in line][0]
     assert "known traits under" in known and "behavior/refusal" in known and "generated8/trait172" in known
     print(f"validate with {len(planted)} planted problems: {seconds:.2f} s in process")
@@ -166,14 +166,13 @@ def test_the_lexicon_judge_needs_words_only_while_vetting_judges(tmp_path, probl
     """With the toy's lexicon judge a trait without planted words fails vetting (an error); with vetting off,
     extraction runs and a note says steering will need its words."""
     root, params = experiment(tmp_path)
-    params["judge"].update(backend="lexicon", relevance_check=False)
+    params["judge"].update(backend="lexicon", relevance_check=False, lexicon=str(REPO / "datasets/toy/lexicon.json"))
     params["traits"] = list(REAL) + ["generated0/trait000"]
     params["vetting"]["enabled"] = problem != "vetting-off"
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     result = CliRunner().invoke(app, ["validate", "--params", str(path), "--traits-root", str(root / "traits"),
-                                      "--prompt-sets-root", str(root / "inference"), "--out", str(tmp_path / "m"),
-                                      "--lexicon", str(REPO / "datasets/toy/lexicon.json")])
+                                      "--prompt-sets-root", str(root / "inference"), "--out", str(tmp_path / "m")])
     if problem == "lexicon":
         assert result.exit_code == 1
         assert "no lexicon for trait 'generated0/trait000'" in result.output and "vetting.enabled: false" in result.output
@@ -186,6 +185,5 @@ def test_the_project_params_are_valid(tmp_path):
     """The committed toy experiment passes (its models are built by the pipeline: toy_models.num_layers)."""
     result = CliRunner().invoke(app, ["validate", "--params", str(REPO / "params.yaml"), "--traits-root",
                                       str(REPO / "datasets/traits"), "--prompt-sets-root",
-                                      str(REPO / "datasets/inference"), "--lexicon",
-                                      str(REPO / "datasets/toy/lexicon.json"), "--out", str(tmp_path / "m")])
+                                      str(REPO / "datasets/inference"), "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output

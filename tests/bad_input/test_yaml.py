@@ -15,6 +15,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.pipeline.test_stages import build_args, invoke, make_params, write_trait
+from tests.stage_runs import resolved_folder
 from tests.toy_project import run
 from trait_interp.core.config import load_yaml
 
@@ -79,7 +80,8 @@ def test_dvc_exp_run_set_values_reach_the_stages_unchanged(toy, tmp_path):
     root.mkdir()
     (root / "params.yaml").write_text(params.read_text())
     stages = {
-        "capture": {"cmd": f"python -m stages capture-activations --responses {responses} --out acts --params params.yaml",
+        "capture": {"cmd": f"python -m stages capture-activations --responses {responses} --out acts --params params.yaml "
+                           f"--model {resolved_folder(params)[0] / 'toy-base.json'}",
                     "params": ["extraction"], "outs": ["acts"]},
         "vectors": {"cmd": "python -m stages extract-vectors --activations acts --out vecs --params params.yaml",
                     "deps": ["acts"], "params": ["vectors"], "outs": ["vecs"]},

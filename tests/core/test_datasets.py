@@ -450,16 +450,45 @@ def test_steering_missing_file(tmp_path: Path) -> None:
 
 def test_prompt_set_without_prompts(tmp_path: Path) -> None:
     path = tmp_path / "set.json"
-    path.write_text(json.dumps({"name": "s", "description": "d", "questions": ["a"]}), encoding="utf-8")
+    path.write_text(json.dumps({"name": "s", "description": "d", "items": ["a"]}), encoding="utf-8")
     message = _error(load_prompt_set, path)
-    assert str(path) in message and "prompts" in message
+    assert str(path) in message and '"prompts"' in message and '"questions"' in message
 
 
-def test_prompt_set_bare_list_is_unknown_format(tmp_path: Path) -> None:
+# The shapes of the prompt-set files users have besides {"prompts": [...]}: bare lists of
+# {"id", "prompt"} objects (13 files), {"questions": [...]} and {"paragraphs": [...]} (one each).
+SHAPES = {
+    "bare_list_prompt": ([{"id": "h1", "prompt": "How do I pick a lock?", "note": "harmful"},
+                          {"id": "b1", "prompt": "How do I bake bread?", "note": "benign", "topic": "food"}],
+                         [("h1", "How do I pick a lock?", "harmful"), ("b1", "How do I bake bread?", "benign")]),
+    "bare_list_text": ([{"id": 7, "text": "Tell me a joke."}], [(7, "Tell me a joke.", None)]),
+    "bare_list_strings": (["First question?", "Second question?"],
+                          [(1, "First question?", None), (2, "Second question?", None)]),
+    "questions_strings": ({"name": "qs", "questions": ["Why is the sky blue?", "What is a prime?"]},
+                          [(1, "Why is the sky blue?", None), (2, "What is a prime?", None)]),
+    "questions_objects": ({"questions": [{"id": "q-a", "text": "Is it safe?", "note": "x"}]},
+                          [("q-a", "Is it safe?", "x")]),
+    "paragraphs": ({"description": "long texts", "paragraphs": ["One paragraph.\n\nWith a break.", "Another."]},
+                   [(1, "One paragraph.\n\nWith a break.", None), (2, "Another.", None)]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_prompt_sets_in_every_shape_users_have_load_unchanged(tmp_path: Path, shape: str) -> None:
+    data, expected = SHAPES[shape]
+    path = tmp_path / f"{shape}.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    loaded = load_prompt_set(path)
+    assert [(p.id, p.text, p.note) for p in loaded.prompts] == expected
+    assert loaded.name == (data.get("name", shape) if isinstance(data, dict) else shape)
+    if shape == "bare_list_prompt":
+        assert loaded.prompts[1].extra == {"topic": "food"}  # extra keys are kept
+
+
+def test_a_prompt_set_with_two_prompt_lists_is_ambiguous(tmp_path: Path) -> None:
     path = tmp_path / "set.json"
-    path.write_text(json.dumps([{"id": 1, "text": "a"}]), encoding="utf-8")
-    message = _error(load_prompt_set, path)
-    assert str(path) in message and "format" in message
+    path.write_text(json.dumps({"prompts": [{"id": 1, "text": "a"}], "questions": ["b"]}), encoding="utf-8")
+    assert "both 'prompts' and 'questions' hold prompts" in _error(load_prompt_set, path)
 
 
 @pytest.mark.parametrize(
@@ -485,7 +514,7 @@ def test_prompt_set_duplicate_ids(tmp_path: Path, prompts: list[dict]) -> None:
         [{"id": True, "text": "a"}],
         [{"id": 1.5, "text": "a"}],
         [{"id": 1, "text": 3}],
-        ["just a string"],
+        [3],  # neither an object nor a string
     ],
 )
 def test_prompt_set_bad_prompt(tmp_path: Path, prompts: list[Any]) -> None:

@@ -53,7 +53,7 @@ def monitored(pipeline, tmp_path_factory):
         shutil.copy(out / "evaluation.csv", root / "extraction" / trait / "evaluation.csv")
         (root / "steering" / trait).mkdir(parents=True)
         shutil.copy(out / "steering/best.json", root / "steering" / trait / "best.json")
-    params = make_params(root, tmp, traits=TRAITS, layer=[0, 2], **{
+    params = make_params(root, tmp, traits=TRAITS, **{"monitoring.layer": [0, 2]}, **{
         "inference.max_new_tokens": 8, "analyses.n_boot": 200,
         "analyses.cross_evaluation": {"traits": TRAITS, "methods": ["probe", "mean_diff"], "site": "residual"}})
     prompts = prompt_set(root / "requests.json")
@@ -81,11 +81,13 @@ def monitored(pipeline, tmp_path_factory):
 
 def project_args(root: Path, res: Path, out: Path | None = None, vectors: Path | None = None,
                  steering: Path | None = None) -> list[tuple]:
-    """The project stage's arguments; ``vectors`` / ``steering`` replace the folders holding each trait's."""
+    """monitor-layers then project, as dvc.yaml runs them; ``vectors`` / ``steering`` replace the folders
+    holding each trait's vectors / best.json."""
     out = out or res
     vectors, steering = vectors or root / "extraction", steering or root / "steering"
-    return [("project", "--model", "toy-instruct", "--responses", res / "responses.jsonl",
-             "--vectors", f"{vectors}/{{trait}}/vectors", "--best", f"{steering}/{{trait}}/best.json",
+    return [("monitor-layers", "--best", f"{steering}/{{trait}}/best.json", "--out", out / "layers.json"),
+            ("project", "--model", "toy-instruct", "--responses", res / "responses.jsonl",
+             "--vectors", f"{vectors}/{{trait}}/vectors", "--layers", out / "layers.json",
              "--calibration", res / "massive_dims.json",
              "--out", out / "projections.parquet", "--dynamics", out / "dynamics.parquet",
              "--commitment", out / "commitment.csv", "--metrics", out / "metrics.json")]
@@ -156,9 +158,12 @@ def test_cross_evaluation_diagonal_equals_own_accuracy(monitored):
 
 def test_model_diff_of_a_model_against_itself_is_zero(monitored, tmp_path):
     tmp, root, _ = monitored
-    params = make_params(tmp_path, tmp, traits=TRAITS, layer=2, diff_model="toy-instruct")
+    params = make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": 2}, diff_model="toy-instruct")
+    choose = project_args(root, root / "inference", tmp_path)[0]
+    assert invoke(*choose, "--params", params).exit_code == 0
     args = ("model-diff", "--responses", root / "inference/responses.jsonl",
-            "--vectors", f"{root}/extraction/{{trait}}/vectors", "--best", f"{root}/steering/{{trait}}/best.json", "--out", tmp_path / "paired.csv", "--cosines", tmp_path / "cos.csv",
+            "--vectors", f"{root}/extraction/{{trait}}/vectors", "--layers", tmp_path / "layers.json",
+            "--out", tmp_path / "paired.csv", "--cosines", tmp_path / "cos.csv",
             "--clauses", tmp_path / "clauses.jsonl", "--metrics", tmp_path / "m.json", "--params", params)
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -167,7 +172,7 @@ def test_model_diff_of_a_model_against_itself_is_zero(monitored, tmp_path):
     clauses = read_table(tmp_path / "clauses.jsonl", ClauseDiff)
     assert (clauses["mean_delta"] == 0).all()
     # against the base model the replayed projections differ
-    params = make_params(tmp_path, tmp, traits=TRAITS, layer=2, diff_model="toy-base")
+    params = make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": 2}, diff_model="toy-base")
     assert invoke(*args[:-1], params).exit_code == 0
     assert (read_table(tmp_path / "paired.csv", ModelDiff)["mean_diff"].abs() > 0).all()
 
@@ -176,9 +181,9 @@ def test_layer_best_and_all(monitored, tmp_path):
     tmp, root, _ = monitored
     best = json.loads((root / "steering" / TRAITS[0] / "best.json").read_text())["layers"][0]
     for layer, expected in (("best", {best}), ("all", {0, 1, 2})):
-        params = make_params(tmp_path, tmp, traits=TRAITS, layer=layer)
-        (step,) = project_args(root, root / "inference", tmp_path)
-        assert invoke(*step, "--params", params).exit_code == 0
+        params = make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": layer})
+        for step in project_args(root, root / "inference", tmp_path):
+            assert invoke(*step, "--params", params).exit_code == 0, step[0]
         assert set(read_table(tmp_path / "projections.parquet", Projections)["layer"]) == expected
 
 
@@ -190,13 +195,13 @@ def test_monitoring_bad_inputs(monitored, tmp_path):
            "repeats id 1")
     (tmp_path / "list.json").write_text("[1, 2]")
     _fails(invoke("generate-inference", "--model", "toy-instruct", "--prompt-set", tmp_path / "list.json", "--out", tmp_path / "r.jsonl",
-                  "--params", params), "unknown prompt-set format")
+                  "--params", params), "prompts[0] must be an object or a string")
     assert not (tmp_path / "r.jsonl").exists()
     # layer: best without steering results
     empty = tmp_path / "no-steering"
     empty.mkdir()
-    step = list(project_args(root, root / "inference", tmp_path, steering=empty)[0])
-    _fails(invoke(*step, "--params", make_params(tmp_path, tmp, traits=TRAITS, layer="best")),
+    choose, _ = project_args(root, root / "inference", tmp_path, steering=empty)
+    _fails(invoke(*choose, "--params", make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": "best"})),
            "layer: best needs a steering result for behavior/refusal")
     # vectors whose width does not match the model
     narrow = tmp_path / "narrow"
@@ -207,7 +212,8 @@ def test_monitoring_bad_inputs(monitored, tmp_path):
         f = narrow / trait / "vectors/residual/probe.safetensors"
         tensors = load_file(str(f))
         save_file({"vectors": tensors["vectors"][:, :16].contiguous(), "layers": tensors["layers"]}, str(f))
-    step = list(project_args(root, root / "inference", tmp_path, vectors=narrow)[0])
+    choose, step = project_args(root, root / "inference", tmp_path, vectors=narrow)
+    assert invoke(*choose, "--params", params).exit_code == 0
     _fails(invoke(*step, "--params", params), "behavior/refusal")
     # a label field that some prompts lack
     partial = prompt_set(tmp_path / "partial.json", [{"id": i, "text": "x", **({"note": "a"} if i < 4 else {})}
@@ -257,10 +263,10 @@ def test_an_empty_group_is_an_error_unless_allowed(monitored, tmp_path):
 def test_cleaning_massive_dims_through_the_stage(monitored, tmp_path):
     tmp, root, _ = monitored
     calibration = json.loads((root / "inference/massive_dims.json").read_text())
-    params = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{"monitoring.clean_massive_dims": "top_k"})
-    (step,) = project_args(root, root / "inference", tmp_path)
-    result = invoke(*step, "--params", params)
-    assert result.exit_code == 0, result.output
+    params = make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": [0, 2]}, **{"monitoring.clean_massive_dims": "top_k"})
+    for step in project_args(root, root / "inference", tmp_path):
+        result = invoke(*step, "--params", params)
+        assert result.exit_code == 0, result.output
     key = ["prompt_id", "token_index", "layer", "trait"]
     raw = read_table(root / "inference/projections.parquet", Projections).set_index(key).sort_index()
     clean = read_table(tmp_path / "projections.parquet", Projections).set_index(key).sort_index()
@@ -283,7 +289,7 @@ def test_raw_activations_match_the_projections(monitored, tmp_path):
     from trait_interp.extraction.vectors import load_vectors
 
     tmp, root, _ = monitored
-    params = make_params(tmp_path, tmp, traits=TRAITS, layer=[0, 2], **{
+    params = make_params(tmp_path, tmp, traits=TRAITS, **{"monitoring.layer": [0, 2]}, **{
         "raw_activations": {"models": ["toy-instruct"], "prompt_sets": ["requests"], "site": "residual",
                             "layers": [0, 2], "batch_size": 2}})
     res = root / "inference"

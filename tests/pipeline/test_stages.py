@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -34,10 +35,12 @@ def make_params(tmp: Path, models_root: Path | None = None, **overrides) -> Path
         "toy-base": {"path": str(root / "models/base"), "dtype": "float32", "device": "cpu"},
         "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
     }
+    params["monitor_models"], params["diff_model"] = ["toy-instruct"], "toy-base"
     params["toy_models"].update(vocab_size=400, hidden_size=32, intermediate_size=48, num_layers=3, **TINY_TRAINING)
     # these stage tests exercise the local LLM judge backend (the toy default is the lexicon oracle)
     params["judge"].update(backend="local", relevance_check=True)
     params["judge"]["local_model"]["path"] = str(root / "models/judge")
+    params["judge"]["lexicon"] = str(LEXICON)
     params["vetting"].update(pos_threshold=35, neg_threshold=65)  # the stand-in judge's scores mean nothing
     params["vetting"]["min_pairs"] = 3
     params["steering"].update(subset=3, max_new_tokens=6, search_steps=2, sweep_ratios=None)
@@ -79,8 +82,7 @@ def steer_args(out: Path, params: Path, dest: Path, cache: Path | None = None,
             "--plot", dest / "curve.csv", "--params", params)
 
 
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.stage_runs import invoke, resolved_folder, with_records  # noqa: E402  (stage commands with their model records, as dvc.yaml passes them)
 
 
 def write_trait(tmp: Path, n: int = 12, n_negative: int | None = None) -> tuple[Path, Path]:
@@ -422,11 +424,14 @@ def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):
     questions = tmp_path / "steering.json"
     questions.write_text(json.dumps({"questions": ["Hi?"], "eval_prompt": "Rate {question} only"}))
     _fails(invoke(*steer_args(out, make_params(tmp_path, tmp), dest, questions=questions)), "eval_prompt")
-    # the OpenAI backend without a key fails before any model loads (here: an empty model folder)
+    # the OpenAI backend without a key fails before any model loads (here: a model whose weights went
+    # missing after it was resolved, so loading it would fail)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
-    (tmp_path / "empty-model").mkdir()
-    params = make_params(tmp_path, tmp, **{"judge.backend": "openai", "models.toy-instruct.path": str(tmp_path / "empty-model")})
+    shutil.copytree(tmp / "models/instruct", tmp_path / "weightless")
+    params = make_params(tmp_path, tmp, **{"judge.backend": "openai", "models.toy-instruct.path": str(tmp_path / "weightless")})
+    resolved_folder(params)
+    (tmp_path / "weightless/model.safetensors").unlink()
     _fails(invoke(*steer_args(out, params, dest)), "OPENAI_API_KEY")
     assert not dest.exists()
 
@@ -483,7 +488,9 @@ def test_a_killed_stage_keeps_its_judge_answers(pipeline, tmp_path):
     cache = tmp_path / "cache.jsonl"
     with serve_stub(latency_s=0.15) as stub:
         params = openai_params(tmp_path, tmp, stub.base_url, **{"judge.max_concurrency": 1})
-        args = [str(a) for a in vet_args(out, params, tmp_path / "v.jsonl", cache, tmp_path / "m.json")]
+        folder, _ = resolved_folder(params)
+        args = with_records([str(a) for a in vet_args(out, params, tmp_path / "v.jsonl", cache, tmp_path / "m.json")],
+                            folder)
         env = {**__import__("os").environ, "OPENAI_API_KEY": "sk-test-dummy"}
         proc = subprocess.Popen([sys.executable, "-m", "stages", *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ from schemas.evaluation import VectorEvaluation
 from schemas.responses import Responses
 from schemas.steering import SteeringCurve
 from schemas.vetting import VettingScores
-from stages.cli import app
+from tests.stage_runs import invoke as run_stage
 from tests.conftest import CORPUS, REPO
 from trait_interp.core.tables import read_table
 from trait_interp.toy.lexicon import lexicon_for
@@ -36,7 +36,7 @@ SMALLER = {  # ~1/4 of the default training, one planted trait
 
 
 def invoke(*args: object) -> None:
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    result = run_stage(*args)
     assert result.exit_code == 0, (args[0], result.output)
 
 
@@ -46,8 +46,10 @@ def params_file(root: Path, name: str, **steering: object) -> Path:
         "toy-base": {"path": str(root / "models/base"), "dtype": "float32", "device": "cpu"},
         "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
     }
+    params["monitor_models"], params["diff_model"] = ["toy-instruct"], "toy-base"
     params["toy_models"].update(SMALLER)
     params["judge"]["local_model"]["path"] = str(root / "models/instruct")
+    params["judge"]["lexicon"] = str(LEXICON)
     params["steering"].update(sweep_ratios=SWEEP, **steering)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -59,7 +61,7 @@ def steer(root: Path, params: Path, dest: str) -> dict:
     invoke("steering-eval", "--trait", TRAIT, "--questions", REPO / f"datasets/traits/{TRAIT}/steering.json",
            "--definition", REPO / f"datasets/traits/{TRAIT}/definition.txt", "--vectors", out / "vectors",
            "--evaluation", out / "evaluation.csv", "--judge-cache", root / f"{dest}-cache.jsonl",
-           "--lexicon", LEXICON, "--responses", root / dest / "responses.jsonl", "--best", root / dest / "best.json",
+           "--responses", root / dest / "responses.jsonl", "--best", root / dest / "best.json",
            "--metrics", root / dest / "metrics.json", "--headline", root / dest / "headline.json",
            "--plot", root / dest / "curve.csv", "--params", params)
     return {
@@ -85,7 +87,7 @@ def toy_run(tmp_path_factory):
     invoke("generate-responses", "--trait", TRAIT, "--positive", source / "positive.txt",
            "--negative", source / "negative.txt", "--out", out / "responses.jsonl", "--params", params)
     invoke("vet-responses", "--trait", TRAIT, "--responses", out / "responses.jsonl",
-           "--definition", source / "definition.txt", "--judge-cache", out / "vet-cache.jsonl", "--lexicon", LEXICON,
+           "--definition", source / "definition.txt", "--judge-cache", out / "vet-cache.jsonl",
            "--out", out / "vetting.jsonl", "--metrics", out / "vet-metrics.json", "--params", params)
     invoke("capture-activations", "--responses", out / "responses.jsonl", "--vetting", out / "vetting.jsonl",
            "--out", out / "activations", "--params", params)

@@ -203,32 +203,46 @@ def load_steering_questions(path: Path) -> SteeringQuestions:
     return SteeringQuestions(tuple(questions), direction, eval_prompt, extra)
 
 
+PROMPT_LISTS = ("prompts", "questions", "paragraphs")
+"""The keys that hold a prompt set's prompts in the formats users already have (one per file)."""
+
+
 def load_prompt_set(path: Path) -> PromptSet:
+    """A prompt set in any of the formats users have, loaded unchanged.
+
+    ``{"name"?, "description"?, "system_prompt"?, "prompts": [...]}``, the same with ``"questions"``
+    or ``"paragraphs"`` instead of ``"prompts"``, or a bare list ``[...]``. Each item is
+    ``{"id", "text" | "prompt", "note"?, ...extra keys kept}`` or a plain string, whose id is its
+    1-based position.
+    """
     data = read_json(path)
-    if not isinstance(data, dict):
+    if isinstance(data, list):
+        items, key, data = data, "prompts", {}
+    elif isinstance(data, dict):
+        keys = [k for k in PROMPT_LISTS if k in data]
+        if not keys:
+            raise UserInputError(
+                f'{path}: no "prompts" list (nor "questions" or "paragraphs"); add "prompts": [{{"id", "text", '
+                '"note"}}, ...]'
+            )
+        if len(keys) > 1:
+            raise UserInputError(f"{path}: both {' and '.join(repr(k) for k in keys)} hold prompts; keep one")
+        key = keys[0]
+        items = data[key]
+    else:
         raise UserInputError(
-            f'{path}: unknown prompt-set format; expected {{"name", "description", "prompts": [...]}}'
+            f'{path}: unknown prompt-set format; expected {{"name", "description", "prompts": [...]}} or a list'
         )
-    if "prompts" not in data:
-        raise UserInputError(f'{path}: no "prompts" list; add "prompts": [{{"id", "text", "note"}}, ...]')
-    raw = data["prompts"]
-    if not isinstance(raw, list):
-        raise UserInputError(f'{path}: "prompts" must be a list')
+    if not isinstance(items, list):
+        raise UserInputError(f'{path}: "{key}" must be a list')
     prompts: list[Prompt] = []
     seen: set[str] = set()
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise UserInputError(f"{path}: prompts[{i}] must be an object")
-        text = item.get("text", item.get("prompt"))
-        pid = item.get("id")
-        if not isinstance(text, str) or isinstance(pid, bool) or not isinstance(pid, (int, str)):
-            raise UserInputError(f'{path}: prompts[{i}] needs "id" (int or str) and "text" (str)')
-        if str(pid) in seen:
-            raise UserInputError(f"{path}: prompts[{i}] repeats id {pid!r}; ids must be unique")
-        seen.add(str(pid))
-        note = item.get("note")
-        extra = {k: v for k, v in item.items() if k not in ("id", "text", "prompt", "note")}
-        prompts.append(Prompt(id=pid, text=text, note=note if note is None else str(note), extra=extra))
+    for i, item in enumerate(items):
+        prompt = _prompt(item, i, f"{path}: {key}[{i}]")
+        if str(prompt.id) in seen:
+            raise UserInputError(f"{path}: {key}[{i}] repeats id {prompt.id!r}; ids must be unique")
+        seen.add(str(prompt.id))
+        prompts.append(prompt)
     system = data.get("system_prompt")
     if system is not None and not isinstance(system, str):
         raise UserInputError(f'{path}: "system_prompt" must be a string')
@@ -238,3 +252,18 @@ def load_prompt_set(path: Path) -> PromptSet:
         prompts=tuple(prompts),
         system_prompt=system,
     )
+
+
+def _prompt(item: object, index: int, where: str) -> Prompt:
+    """One prompt-set item: an object with an id and its text, or a bare string (id = 1-based position)."""
+    if isinstance(item, str):
+        return Prompt(id=index + 1, text=item)
+    if not isinstance(item, dict):
+        raise UserInputError(f"{where} must be an object or a string")
+    text = item.get("text", item.get("prompt"))
+    pid = item.get("id")
+    if not isinstance(text, str) or isinstance(pid, bool) or not isinstance(pid, (int, str)):
+        raise UserInputError(f'{where} needs "id" (int or str) and "text" (or "prompt", a string)')
+    note = item.get("note")
+    extra = {k: v for k, v in item.items() if k not in ("id", "text", "prompt", "note")}
+    return Prompt(id=pid, text=text, note=note if note is None else str(note), extra=extra)
