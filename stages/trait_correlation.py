@@ -5,7 +5,8 @@ shared layer; two that share none (``layer: best`` picked a different layer for 
 each at its own layer(s), every combination. The tables have a ``layer`` column when every pair is
 at a shared layer (any fixed ``layer``: an int, a list, ``all``), else ``layer_a`` and ``layer_b``
 (the layer of trait_a and of trait_b) on every row; the metrics keys read ``a~b@L2`` or
-``a@L1~b@L3``. Fewer than two traits projected: empty tables and a warning (here and in the metrics).
+``a@L1~b@L3``. Fewer than two traits projected (for any one method and site): empty tables and a warning
+(printed, and in the metrics).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def main(
     if not len(response_table):
         projected = {f"{m}/{s}: {describe(trait_layers(table, m, s))}"
                      for m, s in table[["method", "site"]].drop_duplicates().itertuples(index=False)}
-        warning = f"nothing to correlate: fewer than two traits projected ({'; '.join(sorted(projected)) or 'no rows'})"
+        listed = "; ".join(sorted(projected)) or "no rows"
+        warning = f"nothing to correlate: fewer than two traits projected for any one method and site ({listed})"
         head["warning"] = warning
         typer.echo(f"warning: {projections}: {warning}; the tables are empty", err=True)
     elif not shared:  # say which layers each trait had: the pairs across layers follow from them
