@@ -12,6 +12,22 @@ from pandera.typing import Series
 _UNIT = dict(ge=0, le=1)
 
 
+def _layer_columns(a: str, b: str, optional: bool):  # type: ignore[no-untyped-def]
+    """A check that a two-trait table says where each side was read the one way or the other.
+
+    Either one ``layer`` column (both traits at that layer) or both ``a`` and ``b`` (each trait's
+    own layer), never a mix; with ``optional`` a table may have neither (the library's per-layer result).
+    """
+
+    @pa.dataframe_check(error=f"layer columns: either 'layer' or both '{a}' and '{b}'")
+    @classmethod
+    def check(cls, df):  # type: ignore[no-untyped-def]
+        has = {c for c in ("layer", a, b) if c in df.columns}
+        return has in ({"layer"}, {a, b}) or (optional and not has)
+
+    return check
+
+
 class ResponseMeans(pa.DataFrameModel):
     """Mean projection over one frame's tokens, per prompt and vector."""
 
@@ -61,15 +77,20 @@ class TraitCorrelation(pa.DataFrameModel):
     r: Series[float] = pa.Field(nullable=True, ge=-1, le=1)
     n: Series[int] = pa.Field(ge=0)
 
-    # where it was measured (added by the stage; absent in the library's per-layer result)
+    # where it was measured (added by the stage; absent in the library's per-layer result):
+    # ``layer`` when every pair is at a shared layer, else ``layer_a`` and ``layer_b`` on every row
     method: Optional[Series[str]]
     site: Optional[Series[str]]
     layer: Optional[Series[int]]
+    layer_a: Optional[Series[int]]
+    layer_b: Optional[Series[int]]
 
     class Config:
         strict = True
         coerce = True
-        unique = ["trait_a", "trait_b", "method", "site", "layer"]
+        unique = ["trait_a", "trait_b", "method", "site", "layer", "layer_a", "layer_b"]
+
+    _layers = _layer_columns("layer_a", "layer_b", optional=True)
 
 
 class LaggedCorrelation(pa.DataFrameModel):
@@ -81,21 +102,34 @@ class LaggedCorrelation(pa.DataFrameModel):
     r: Series[float] = pa.Field(nullable=True, ge=-1, le=1)
     n: Series[int] = pa.Field(ge=0)
 
-    # where it was measured (added by the stage; absent in the library's per-layer result)
+    # where it was measured (added by the stage; absent in the library's per-layer result):
+    # ``layer`` when every pair is at a shared layer, else ``layer_a`` and ``layer_b`` on every row
     method: Optional[Series[str]]
     site: Optional[Series[str]]
     layer: Optional[Series[int]]
+    layer_a: Optional[Series[int]]
+    layer_b: Optional[Series[int]]
 
     class Config:
         strict = True
         coerce = True
-        unique = ["trait_a", "trait_b", "lag", "method", "site", "layer"]
+        unique = ["trait_a", "trait_b", "lag", "method", "site", "layer", "layer_a", "layer_b"]
+
+    _layers = _layer_columns("layer_a", "layer_b", optional=True)
 
 
 class Quadrants(pa.DataFrameModel):
+    """Share of responses per high/low quadrant of two traits.
+
+    ``layer`` when both traits are read at the same layer; ``layer_x`` and ``layer_y`` instead when
+    the traits were projected at different layers (each read at its own).
+    """
+
     trait_x: Series[str]
     trait_y: Series[str]
-    layer: Series[int] = pa.Field(ge=0)
+    layer: Optional[Series[int]] = pa.Field(ge=0)
+    layer_x: Optional[Series[int]] = pa.Field(ge=0)
+    layer_y: Optional[Series[int]] = pa.Field(ge=0)
     method: Series[str]
     site: Series[str]
     threshold_x: Series[float]
@@ -107,7 +141,9 @@ class Quadrants(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
-        unique = ["trait_x", "trait_y", "layer", "method", "site", "quadrant"]
+        unique = ["trait_x", "trait_y", "layer", "layer_x", "layer_y", "method", "site", "quadrant"]
+
+    _layers = _layer_columns("layer_x", "layer_y", optional=False)
 
 
 class ModelDiff(pa.DataFrameModel):

@@ -1,4 +1,8 @@
-"""Stage compare_groups: per trait and layer, do two groups of prompts differ in mean projection?"""
+"""Stage compare_groups: per trait and layer, do two groups of prompts differ in mean projection?
+
+Each trait is compared at every layer it was projected at, on its own: traits at different layers
+(``layer: best``) need no pairing; the rows and the metrics keys (``trait@L<layer>``) say each layer.
+"""
 
 from __future__ import annotations
 

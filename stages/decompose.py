@@ -1,4 +1,13 @@
-"""Stage decompose: for a pair of traits, the share of responses in each high/low quadrant."""
+"""Stage decompose: for a pair of traits, the share of responses in each high/low quadrant.
+
+Layers (``trait_interp.analyses.pairing.layer_pairs``): when the two traits share layers, each
+shared layer gives one quadrant table, both traits read at that layer (column ``layer``, metrics
+keys ``L2:high_x/low_y``), as with any fixed ``layer``. When they share none (``layer: best``
+picked a different layer for each), each trait is read at its own layer(s), every combination
+(columns ``layer_x`` and ``layer_y``, metrics keys ``x@L1,y@L3:high_x/low_y``); each threshold is
+that trait's train midpoint at its own layer. A trait that was not projected at all (or no prompt
+with a response mean for both) is a one-line error naming the traits and what was projected.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from schemas.projections import Projections
 from stages._common import ParamsOption, user_errors
 from trait_interp.analyses.decomposition import quadrants
 from trait_interp.analyses.group_comparison import response_means
+from trait_interp.analyses.pairing import describe, layer_pairs, trait_layers
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
 from trait_interp.core.tables import read_table, write_table
@@ -41,23 +51,40 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Classify each response's mean projections on two traits as high/low by the vectors' train midpoints."""
+    if trait_x == trait_y:
+        raise UserInputError(f"--trait-x and --trait-y must differ; both are {trait_x}")
     means = response_means(read_table(projections, Projections))
     eval_x, eval_y = read_table(evaluation_x, VectorEvaluation), read_table(evaluation_y, VectorEvaluation)
-    tables = []
-    for (method, site, layer), group in means.groupby(["method", "site", "layer"]):
-        if not {trait_x, trait_y} <= set(group["trait"]):
-            continue
-        layer = int(layer)
-        tx = train_threshold(eval_x, evaluation_x, site, method, layer)
-        ty = train_threshold(eval_y, evaluation_y, site, method, layer)
-        tables.append(quadrants(means, trait_x, trait_y, tx, ty, layer, method, site))
-    if not tables:
+    plan = []  # (method, site, layer_x, layer_y)
+    for (method, site), _ in means.groupby(["method", "site"], sort=True):
+        layers = trait_layers(means, method, site)
+        if trait_x in layers and trait_y in layers:
+            plan += [(method, site, lx, ly) for lx, ly in layer_pairs(layers[trait_x], layers[trait_y])]
+    if not plan:
+        projected = sorted(f"{m}/{s}: {describe(trait_layers(means, m, s))}"
+                           for m, s in means[["method", "site"]].drop_duplicates().itertuples(index=False))
         raise UserInputError(
-            f"{projections}: {trait_x} and {trait_y} were never projected at the same layer; "
-            "set layer to an int, a list or all (best may pick different layers)"
+            f"{projections}: nothing to decompose: {trait_x} and {trait_y} were never both projected for one "
+            f"method and site (projected: {'; '.join(projected) or 'no response tokens'}); add both to traits"
         )
+    shared = all(lx == ly for _, _, lx, ly in plan)
+    tables = []
+    for method, site, lx, ly in plan:
+        tx = train_threshold(eval_x, evaluation_x, site, method, lx)
+        ty = train_threshold(eval_y, evaluation_y, site, method, ly)
+        try:
+            tables.append(quadrants(means, trait_x, trait_y, tx, ty, lx, method, site, None if shared else ly))
+        except ValueError as err:
+            raise UserInputError(f"{projections}: {err}") from None
     table = pd.concat(tables, ignore_index=True)
     write_table(table, Quadrants, out)
-    shares = {f"L{r.layer}:{r.quadrant}": round(float(r.share), 4) for r in table.itertuples()}
-    write_json(metrics, {"trait_x": trait_x, "trait_y": trait_y, **shares})
-    typer.echo(f"{trait_x} x {trait_y}: {len(tables)} layer(s) -> {out}")
+    if shared:
+        shares = {f"L{r.layer}:{r.quadrant}": round(float(r.share), 4) for r in table.itertuples()}
+        write_json(metrics, {"trait_x": trait_x, "trait_y": trait_y, **shares})
+    else:
+        shares = {f"x@L{r.layer_x},y@L{r.layer_y}:{r.quadrant}": round(float(r.share), 4) for r in table.itertuples()}
+        layers_x, layers_y = sorted({lx for *_, lx, _ in plan}), sorted({ly for *_, ly in plan})
+        write_json(metrics, {"trait_x": trait_x, "trait_y": trait_y, "layers_x": layers_x, "layers_y": layers_y,
+                             "pairing": "the traits share no layer: each read at its own", **shares})
+    pairs = "layer(s)" if shared else "layer pair(s), each trait at its own layer"
+    typer.echo(f"{trait_x} x {trait_y}: {len(tables)} {pairs} -> {out}")

@@ -1,4 +1,8 @@
-"""Stage model_diff: replay variant A's exact response tokens through variant B and compare."""
+"""Stage model_diff: replay variant A's exact response tokens through variant B and compare.
+
+Per trait and projected layer, B against A: with ``layer: best`` each trait at its own best layer
+(rows and metrics keys ``trait@L<layer>``); no two traits are paired, so nothing needs a shared layer.
+"""
 
 from __future__ import annotations
 

@@ -79,8 +79,10 @@ def massive_value(mode: str, row: int, trait: int, t: int) -> float:
 
 
 def synthetic_experiment(
-    root: Path, n_prompts: int = 120, layers: tuple[int, ...] = (1, 2), cleaned: str = "none"
+    root: Path, n_prompts: int = 120, layers: tuple[int, ...] = (1, 2), cleaned: str = "none",
+    own_layers: dict[str, tuple[int, ...]] | None = None,
 ) -> Synthetic:
+    """``own_layers``: trait -> its layers, for traits projected at different layers (``layer: best``)."""
     root.mkdir(parents=True, exist_ok=True)
     params = {
         "experiment": "synthetic", "traits": list(TRAITS), "application_model": MODEL, "monitor_models": [MODEL],
@@ -91,8 +93,9 @@ def synthetic_experiment(
     for i, trait in enumerate(TRAITS):
         _extraction(root / "extraction" / trait, trait, i)
         _steering(root / "steering" / trait, trait, i)
-    _monitoring(root, n_prompts, layers, cleaned)
-    _model_diff(root / "model_diff", layers)
+    by_trait = {trait: (own_layers or {}).get(trait, layers) for trait in TRAITS}
+    _monitoring(root, n_prompts, by_trait, cleaned)
+    _model_diff(root / "model_diff", by_trait)
     return Synthetic(root, root / "params.yaml", n_prompts, layers)
 
 
@@ -130,7 +133,7 @@ def _steering(folder: Path, trait: str, index: int) -> None:
     write_best(folder / "best.json", best)
 
 
-def _monitoring(root: Path, n_prompts: int, layers: tuple[int, ...], cleaned: str) -> None:
+def _monitoring(root: Path, n_prompts: int, layers: dict[str, tuple[int, ...]], cleaned: str) -> None:
     folder = root / "inference" / MODEL / PROMPT_SET
     responses, projections = [], []
     for row in range(n_prompts):
@@ -146,7 +149,7 @@ def _monitoring(root: Path, n_prompts: int, layers: tuple[int, ...], cleaned: st
         })
         tokens = prompt_tokens + response_tokens
         for i, trait in enumerate(TRAITS):
-            for layer in layers:
+            for layer in layers[trait]:
                 for t, token in enumerate(tokens):
                     raw = raw_value(row, i, layer, t)
                     massive = {mode: massive_value(mode, row, i, t) for mode in ("recommended", "top_k")}
@@ -166,17 +169,17 @@ def _monitoring(root: Path, n_prompts: int, layers: tuple[int, ...], cleaned: st
     pd.DataFrame(labels).to_csv(root / "analyses" / "labels" / "refused.csv", index=False)
 
 
-def _model_diff(folder: Path, layers: tuple[int, ...]) -> None:
+def _model_diff(folder: Path, layers: dict[str, tuple[int, ...]]) -> None:
     paired = [{"trait": trait, "method": "probe", "site": "residual", "layer": layer, "n_prompts": 10, "mean_a": 1.0,
                "mean_b": 1.0 + i + layer, "std_a": 1.0, "std_b": 1.0, "mean_diff": i + layer, "paired_d": 0.5 * (i + layer),
                "cohens_d": 0.4 * (i + layer), "p_value": 0.01}
-              for i, trait in enumerate(TRAITS) for layer in layers]
+              for i, trait in enumerate(TRAITS) for layer in layers[trait]]
     cosines = [{"trait": trait, "layer": layer, "cosine": round(0.1 * (layer - i), 3), "method": "probe", "site": "residual"}
                for i, trait in enumerate(TRAITS) for layer in range(N_LAYERS)]
     clauses = [{"prompt_id": str(p), "trait": trait, "method": "probe", "site": "residual", "layer": layer,
                 "clause_rank": 1, "text": f"clause of prompt {p}", "start": 0, "end": 3, "n_tokens": 3,
                 "mean_delta": round((p - 10) * 0.3, 3), "max_delta": 5.0}
-               for trait in TRAITS for layer in layers for p in range(1, 31)]
+               for trait in TRAITS for layer in layers[trait] for p in range(1, 31)]
     write_table(pd.DataFrame(paired), ModelDiff, folder / "paired.csv")
     write_table(pd.DataFrame(cosines), DiffCosine, folder / "cosines.csv")
     write_table(pd.DataFrame(clauses), ClauseDiff, folder / "clauses.jsonl")

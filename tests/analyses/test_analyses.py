@@ -20,7 +20,12 @@ from schemas.analyses import (
     TraitCorrelation,
 )
 from schemas.projections import Projections
-from trait_interp.analyses.correlation import lagged_correlation, response_correlation
+from trait_interp.analyses.correlation import (
+    lagged_correlation,
+    paired_lagged_correlation,
+    paired_response_correlation,
+    response_correlation,
+)
 from trait_interp.analyses.cross_evaluation import cross_accuracy, train_midpoints
 from trait_interp.analyses.decomposition import (
     assign_quadrants,
@@ -32,6 +37,13 @@ from trait_interp.analyses.group_comparison import (
     labels_from_field,
     labels_from_verdicts,
     response_means,
+)
+from trait_interp.analyses.pairing import (
+    describe,
+    layer_pairs,
+    one_layer_column,
+    reading_pairs,
+    trait_layers,
 )
 from trait_interp.analyses.model_diff import (
     clause_table,
@@ -237,6 +249,158 @@ def test_quadrants_by_hand() -> None:
     assert counts == {"high_x/high_y": 2, "high_x/low_y": 1, "low_x/high_y": 2, "low_x/low_y": 1}
     assert out["share"].sum() == pytest.approx(1.0)
     assert midpoint_from_train(np.array([2.0, 4.0]), np.array([0.0, -2.0])) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- traits at different layers
+
+
+def test_layer_pairs_share_layers_else_every_combination() -> None:
+    assert layer_pairs([0, 2], [2, 0]) == [(0, 0), (2, 2)]
+    assert layer_pairs([0, 1, 2], [2, 3]) == [(2, 2)]  # shared layers win; 0, 1 and 3 are not paired
+    assert layer_pairs([1], [3]) == [(1, 3)]  # layer: best, different layers
+    assert layer_pairs([0, 1], [3, 4]) == [(0, 3), (0, 4), (1, 3), (1, 4)]
+    pairs = reading_pairs({"a": [1], "b": [3]})
+    assert pairs == [(("a", 1), ("a", 1)), (("a", 1), ("b", 3)), (("b", 3), ("a", 1)), (("b", 3), ("b", 3))]
+    # a layer where a trait is alone adds nothing (not even its diagonal), as when layers were grouped
+    assert reading_pairs({"a": [1, 2], "b": [2]}) == [((t, 2), (u, 2)) for t in "ab" for u in "ab"]
+    assert reading_pairs({"a": [1]}) == []
+    assert describe({"b/y": [3], "a/x": [1, 2]}) == "a/x at layers 1, 2; b/y at layer 3"
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    """The values as the projection table stores them (float32), so a hand computation sees the same numbers."""
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
+def _two_layers(values_a: dict[str, np.ndarray], values_b: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Trait a projected only at layer 1, trait b only at layer 3 (as layer: best can give)."""
+    a = projection_table({pid: {"a": v} for pid, v in values_a.items()}, layer=1)
+    b = projection_table({pid: {"b": v} for pid, v in values_b.items()}, layer=3)
+    return Projections.validate(pd.concat([a, b], ignore_index=True))
+
+
+def test_response_correlation_of_traits_at_their_own_layers_matches_corrcoef() -> None:
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=10)
+    values_a = {f"q{i}": _f32(rng.normal(base[i], 0.4, 5)) for i in range(10)}
+    values_b = {f"q{i}": _f32(rng.normal(-base[i], 0.4, 4)) for i in range(10)}
+    values_b["q10"] = _f32(rng.normal(size=4))  # only b has this prompt: it is left out of the pair
+    means = response_means(_two_layers(values_a, values_b))
+    assert trait_layers(means, "mean_diff", "residual") == {"a": [1], "b": [3]}
+    with pytest.raises(ValueError, match="no rows for layer 2"):
+        response_correlation(means, 2, "mean_diff", "residual")  # no shared layer to give
+    out = TraitCorrelation.validate(paired_response_correlation(means, "mean_diff", "residual"))
+    assert list(out.columns) == ["trait_a", "trait_b", "layer_a", "layer_b", "r", "n"]
+    assert list(zip(out["trait_a"], out["layer_a"], out["trait_b"], out["layer_b"])) == [
+        ("a", 1, "a", 1), ("a", 1, "b", 3), ("b", 3, "a", 1), ("b", 3, "b", 3)]
+    ab = out[(out["trait_a"] == "a") & (out["trait_b"] == "b")].iloc[0]
+    mean_a = [values_a[f"q{i}"].mean() for i in range(10)]  # a at layer 1, by hand
+    mean_b = [values_b[f"q{i}"].mean() for i in range(10)]  # b at layer 3
+    assert ab["r"] == pytest.approx(np.corrcoef(mean_a, mean_b)[0, 1], abs=1e-6)  # means of float32 rows
+    assert ab["n"] == 10 and ab["r"] < -0.8
+    ba = out[(out["trait_a"] == "b") & (out["trait_b"] == "a")].iloc[0]
+    assert (ba["layer_a"], ba["layer_b"], ba["r"]) == (3, 1, ab["r"])
+    assert out[out["trait_a"] == out["trait_b"]]["r"].tolist() == [1.0, 1.0]
+    assert out[(out["trait_a"] == "b") & (out["trait_b"] == "b")]["n"].iloc[0] == 11
+
+
+def test_lagged_correlation_of_traits_at_their_own_layers_by_hand() -> None:
+    rng = np.random.default_rng(13)
+    values_a, values_b = {}, {}
+    for i in range(6):
+        signal = rng.normal(size=32)
+        values_a[f"r{i}"], values_b[f"r{i}"] = _f32(signal[2:]), _f32(signal[:-2] + rng.normal(0, 0.05, 30))  # b[t] = a[t-2]
+    out = LaggedCorrelation.validate(
+        paired_lagged_correlation(_two_layers(values_a, values_b), "mean_diff", "residual", max_lag=4))
+    assert list(out.columns) == ["trait_a", "trait_b", "layer_a", "layer_b", "lag", "r", "n"]
+    ab = out[(out["trait_a"] == "a") & (out["trait_b"] == "b")]
+    assert set(ab["layer_a"]) == {1} and set(ab["layer_b"]) == {3}
+    ab = ab.set_index("lag")
+    for lag in (-1, 0, 2, 3):  # a at token t (layer 1) against b at token t + lag (layer 3), pooled by hand
+        xs = np.concatenate([values_a[p][max(0, -lag): 30 - max(0, lag)] for p in values_a])
+        ys = np.concatenate([values_b[p][max(0, lag): 30 - max(0, -lag)] for p in values_a])
+        assert ab.loc[lag, "r"] == pytest.approx(np.corrcoef(xs, ys)[0, 1], abs=1e-12)
+        assert ab.loc[lag, "n"] == 6 * (30 - abs(lag))
+    assert ab["r"].idxmax() == 2 and ab.loc[2, "r"] > 0.95
+    ba = out[(out["trait_a"] == "b") & (out["trait_b"] == "a")].set_index("lag")
+    assert set(ba["layer_a"]) == {3} and ba.loc[-2, "r"] == pytest.approx(ab.loc[2, "r"])
+    aa = out[(out["trait_a"] == "a") & (out["trait_b"] == "a")].set_index("lag")
+    assert set(aa["layer_b"]) == {1} and aa.loc[0, "r"] == pytest.approx(1.0)
+
+
+def test_quadrants_of_traits_at_their_own_layers_by_hand() -> None:
+    # x = a's mean at layer 1, y = b's mean at layer 3; thresholds x > 1.0, y > 0.0
+    points = {"p": (2.0, 1.0), "q": (2.0, -1.0), "r": (0.5, 1.0), "s": (1.0, 0.5), "t": (0.0, 0.0), "u": (3.0, 3.0),
+              "v": (-1.0, -2.0)}
+    proj = _two_layers({pid: np.array([x, x]) for pid, (x, _) in points.items()},
+                       {pid: np.array([y - 1.0, y + 1.0]) for pid, (_, y) in points.items()})
+    means = response_means(proj)
+    out = Quadrants.validate(quadrants(means, "a", "b", 1.0, 0.0, 1, "mean_diff", "residual", layer_y=3))
+    assert list(out.columns) == ["trait_x", "trait_y", "layer_x", "layer_y", "method", "site", "threshold_x",
+                                 "threshold_y", "quadrant", "count", "share"]
+    assert set(out["layer_x"]) == {1} and set(out["layer_y"]) == {3}
+    assert dict(zip(out["quadrant"], out["count"])) == {  # by hand: p u | q | r s | t v
+        "high_x/high_y": 2, "high_x/low_y": 1, "low_x/high_y": 2, "low_x/low_y": 2}
+    assert out["share"].tolist() == pytest.approx([2 / 7, 1 / 7, 2 / 7, 2 / 7])
+    with pytest.raises(ValueError, match="no response means for trait 'b' at layer 1"):
+        quadrants(means, "a", "b", 1.0, 0.0, 1, "mean_diff", "residual")  # no shared layer: name both
+    # decoys: a also at layer 3 and b also at layer 1, with other values; the given layers are the ones read
+    decoy = _two_layers({pid: np.array([-5.0]) for pid in points}, {pid: np.array([9.0]) for pid in points})
+    decoy = decoy.assign(layer=decoy["layer"].map({1: 3, 3: 1}))
+    both = response_means(pd.concat([proj, decoy], ignore_index=True))
+    again = quadrants(both, "a", "b", 1.0, 0.0, 1, "mean_diff", "residual", layer_y=3)
+    pd.testing.assert_frame_equal(again, out)
+    assigned = assign_quadrants(both, "a", "b", 1.0, 0.0, 1, "mean_diff", "residual", layer_y=3).set_index("prompt_id")
+    assert (assigned.loc["q", "x"], assigned.loc["q", "y"]) == (2.0, -1.0)
+
+
+# The shared-layer tables as the functions gave them before traits at different layers were
+# handled (computed with the code of commit 3a48aa0 on this data; layers 0 and 2, both traits at both).
+_SHARED_VALUES = {
+    0: {"p1": {"a": [1.0, 2.0, 0.0], "b": [0.5, 1.0, 3.0]}, "p2": {"a": [2.0, 1.0], "b": [1.0, -1.0]},
+        "p3": {"a": [0.0, 0.0, 4.0, 1.0], "b": [2.0, 2.0, 1.0, 0.0]}, "p4": {"a": [3.0, -1.0, 2.0], "b": [0.0, 1.0, 1.0]}},
+    2: {"p1": {"a": [2.0, 0.0, 1.0], "b": [1.0, 3.0, 0.0]}, "p2": {"a": [-1.0, 1.0], "b": [2.0, 2.5]},
+        "p3": {"a": [1.0, 2.0, 3.0, 5.0], "b": [0.0, 1.0, 1.0, 2.0]}, "p4": {"a": [0.0, 2.0, 2.0], "b": [4.0, 0.0, 1.0]}},
+}
+_TODAY_RESPONSE = [  # trait_a, trait_b, r, n, layer
+    ["a", "a", 1.0, 4, 0], ["a", "b", -0.9356742919573457, 4, 0], ["b", "a", -0.9356742919573457, 4, 0],
+    ["b", "b", 1.0, 4, 0], ["a", "a", 1.0, 4, 2], ["a", "b", -0.9001858703883704, 4, 2],
+    ["b", "a", -0.9001858703883704, 4, 2], ["b", "b", 1.0, 4, 2]]
+_TODAY_LAGGED_R = [  # per layer (0, 2), lag -1..1, pairs aa, ab, ba, bb
+    -0.511912597361626, 0.4664200303718856, -0.28373076085276344, 0.1762610596956927,
+    1.0, -0.35615941666701023, -0.35615941666701023, 1.0,
+    -0.511912597361626, -0.28373076085276344, 0.4664200303718856, 0.1762610596956927,
+    0.5573864114332941, -0.2004459314343183, 0.2573743114643919, -0.43623442600660917,
+    1.0, -0.3085160265859775, -0.3085160265859775, 1.0,
+    0.5573864114332941, 0.2573743114643919, -0.2004459314343183, -0.43623442600660917]
+_TODAY_QUADRANT_COUNTS = {0: [1, 2, 1, 0], 2: [1, 1, 2, 0]}
+
+
+def test_shared_layers_give_exactly_the_tables_of_before() -> None:
+    proj = pd.concat([projection_table({p: {t: np.array(v) for t, v in d.items()} for p, d in vals.items()}, layer=layer)
+                      for layer, vals in _SHARED_VALUES.items()], ignore_index=True)
+    means = response_means(proj)
+    response = one_layer_column(paired_response_correlation(means, "mean_diff", "residual"))
+    assert list(response.columns) == ["trait_a", "trait_b", "layer", "r", "n"]
+    assert response[["trait_a", "trait_b", "r", "n", "layer"]].values.tolist() == _TODAY_RESPONSE  # exact floats
+    per_layer = pd.concat([response_correlation(means, la, "mean_diff", "residual").assign(layer=la) for la in (0, 2)],
+                          ignore_index=True)
+    assert per_layer.values.tolist() == _TODAY_RESPONSE
+    lagged = one_layer_column(paired_lagged_correlation(proj, "mean_diff", "residual", max_lag=1))
+    assert list(lagged.columns) == ["trait_a", "trait_b", "layer", "lag", "r", "n"]
+    assert lagged["r"].tolist() == _TODAY_LAGGED_R
+    assert lagged["n"].tolist() == [8] * 4 + [12] * 4 + [8] * 8 + [12] * 4 + [8] * 4
+    assert lagged["layer"].tolist() == [0] * 12 + [2] * 12
+    assert lagged["lag"].tolist() == [lag for lag in (-1, 0, 1) for _ in range(4)] * 2
+    assert list(zip(lagged["trait_a"], lagged["trait_b"]))[:4] == [("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")]
+    for layer in (0, 2):
+        single = lagged_correlation(proj, layer, "mean_diff", "residual", max_lag=1)
+        mine = lagged[lagged["layer"] == layer].drop(columns="layer").reset_index(drop=True)
+        pd.testing.assert_frame_equal(single, mine[["trait_a", "trait_b", "lag", "r", "n"]], check_exact=True)
+        q = quadrants(means, "a", "b", 1.0, 1.0, layer, "mean_diff", "residual")
+        assert list(q.columns) == ["trait_x", "trait_y", "layer", "method", "site", "threshold_x", "threshold_y",
+                                   "quadrant", "count", "share"]
+        assert q["count"].tolist() == _TODAY_QUADRANT_COUNTS[layer] and set(q["layer"]) == {layer}
 
 
 # --------------------------------------------------------------------------- model diff

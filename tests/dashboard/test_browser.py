@@ -22,6 +22,7 @@ from tests.conftest import REPO
 from tests.dashboard_inputs import (
     LONG_ROW,
     NEEDLE_ROW,
+    TRAITS,
     label_of,
     prompt_text,
     synthetic_experiment,
@@ -267,6 +268,46 @@ def test_model_diff_view_draws_effect_cosine_and_clauses(driver, toy):
     top = next(iter(expected["clauses"][trait].values()))
     assert len(clauses) == len(top["increase"]) + len(top["decrease"]) > 0
     screenshot(driver, "model_diff")
+
+
+@pytest.fixture(scope="module")
+def own_layers(tmp_path_factory):
+    """A report whose two traits were projected at different layers (layer: best), served."""
+    root = tmp_path_factory.mktemp("own-layers")
+    synthetic = synthetic_experiment(root / "exp", n_prompts=12, own_layers={TRAITS[0]: (1,), TRAITS[1]: (3,)})
+    result = invoke(*synthetic.args(root / "report"))
+    assert result.exit_code == 0, result.output
+    server = serve(root / "report")
+    yield address(server), root / "report"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dynamics_view_charts_traits_at_their_own_layers(driver, own_layers, big):
+    from selenium.webdriver.support.ui import Select
+
+    url, report = own_layers
+    open_view(driver, url, "dynamics")
+    pick(driver, 2, "3")
+    layer = Select(css(driver, "select.layer")[0])
+    assert [o.get_attribute("value") for o in layer.options] == ["own", "1", "3"]
+    assert layer.first_selected_option.get_attribute("value") == "own"  # no layer has both traits
+    assert f"{TRAITS[0]} L1" in layer.first_selected_option.text and f"{TRAITS[1]} L3" in layer.first_selected_option.text
+    lines = css(driver, "section.detail svg.line-chart path.series")
+    assert len(lines) == 2
+    legend = [t.get_attribute("textContent") for t in css(driver, "section.detail svg.line-chart g.legend text")]
+    assert legend == [f"{TRAITS[0]} (L1)", f"{TRAITS[1]} (L3)"]
+    title = css(driver, "section.detail svg.line-chart")[0].get_attribute("textContent")
+    assert "each trait at its own layer" in title
+    screenshot(driver, "dynamics_own_layers")
+    layer.select_by_value("3")
+    assert len(css(driver, "section.detail svg.line-chart path.series")) == 1
+    open_view(driver, url, "model_diff")
+    assert len(css(driver, "table.paired tbody tr")) == 2
+    # every trait at the same layers: the layer control is as it was, no "own" option
+    url, _ = big
+    open_view(driver, url, "dynamics")
+    assert [o.get_attribute("value") for o in Select(css(driver, "select.layer")[0]).options] == ["1", "2"]
 
 
 def test_picker_pages_through_120_prompts_filters_and_shows_full_text(driver, big):

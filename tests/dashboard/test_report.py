@@ -130,6 +130,28 @@ def test_model_diff_clauses_are_ranked(built):
     assert {(r["trait"], r["layer"]) for r in data["paired"]} == {(t, la) for t in TRAITS for la in (1, 2)}
 
 
+def test_traits_at_their_own_layers(tmp_path):
+    """layer: best projects each trait at its own layer: each trait's series, midpoint and diff rows at its layer."""
+    own = synthetic_experiment(tmp_path / "exp", n_prompts=6, own_layers={TRAITS[0]: (1,), TRAITS[1]: (3,)})
+    result = invoke(*own.args(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    index = _data(tmp_path / "report", "sets/0/prompts")
+    assert [(s["trait"], s["layer"]) for s in index["series"]] == [(TRAITS[0], 1), (TRAITS[1], 3)]
+    for series in index["series"]:
+        evaluation = read_table(own.root / "extraction" / series["trait"] / "evaluation.csv", VectorEvaluation)
+        row = evaluation[(evaluation.site == "residual") & (evaluation.method == "probe") & (evaluation.layer == series["layer"])]
+        assert series["midpoint"] == pytest.approx(float(row["threshold"].iloc[0]))
+    responses = read_table(own.responses, InferenceResponses)
+    tokens = _data(tmp_path / "report", index["prompts"][2]["file"])
+    n_prompt = len(responses["prompt_tokens"].iloc[2])
+    for column, (trait, layer) in enumerate(((0, 1), (1, 3))):
+        expected = [raw_value(2, trait, layer, n_prompt + t) for t in range(len(tokens["tokens"]))]
+        assert tokens["values"][column] == pytest.approx(expected, abs=1e-3)
+    diff = _data(tmp_path / "report", "model_diff")
+    assert {(r["trait"], r["layer"]) for r in diff["paired"]} == {(TRAITS[0], 1), (TRAITS[1], 3)}
+    assert set(diff["clauses"][TRAITS[0]]) == {"1"} and set(diff["clauses"][TRAITS[1]]) == {"3"}
+
+
 def _fails(result, *needles: str) -> None:
     assert result.exit_code == 1, result.output
     line = result.output.strip().splitlines()[-1]

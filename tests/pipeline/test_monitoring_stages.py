@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,7 +25,8 @@ from tests.conftest import REPO
 from tests.pipeline.test_stages import _fails, invoke, make_params, pipeline  # noqa: F401  (pipeline is a fixture)
 from trait_interp.core.generation import generate_greedy
 from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
-from trait_interp.core.tables import read_table
+from trait_interp.analyses.group_comparison import response_means
+from trait_interp.core.tables import read_table, write_table
 
 TRAITS = ["behavior/refusal", "copy/refusal"]  # the second is a copy of the first: an exact truth for r
 
@@ -185,6 +187,100 @@ def test_layer_best_and_all(monitored, tmp_path):
         for step in project_args(root, root / "inference", tmp_path):
             assert invoke(*step, "--params", params).exit_code == 0, step[0]
         assert set(read_table(tmp_path / "projections.parquet", Projections)["layer"]) == expected
+
+
+def test_layer_best_with_each_trait_at_its_own_layer(monitored, tmp_path):
+    """layer: best where the traits' best.json name different layers: every analysis compares each at its own."""
+    tmp, root, _ = monitored
+    steering = tmp_path / "steering"
+    shutil.copytree(root / "steering", steering)
+    best = json.loads((steering / TRAITS[0] / "best.json").read_text())["layers"][0]
+    other = (best + 1) % 3  # the toy models have layers 0..2
+    edited = json.loads((steering / TRAITS[1] / "best.json").read_text())
+    (steering / TRAITS[1] / "best.json").write_text(json.dumps({**edited, "layers": [other]}))
+    params = make_params(tmp_path, tmp, traits=TRAITS, layer="best", diff_model="toy-base", **{"analyses.n_boot": 50})
+    res, out = root / "inference", tmp_path / "out"
+    out.mkdir()
+    (step,) = project_args(root, res, out, steering=steering)
+    assert invoke(*step, "--params", params).exit_code == 0
+    proj = read_table(out / "projections.parquet", Projections)
+    assert {t: set(g["layer"]) for t, g in proj.groupby("trait")} == {TRAITS[0]: {best}, TRAITS[1]: {other}}
+    steps = {
+        "decompose": ("decompose", "--projections", out / "projections.parquet", "--trait-x", TRAITS[0],
+                      "--trait-y", TRAITS[1], "--evaluation-x", root / "extraction" / TRAITS[0] / "evaluation.csv",
+                      "--evaluation-y", root / "extraction" / TRAITS[1] / "evaluation.csv",
+                      "--out", out / "quadrants.csv", "--metrics", out / "q.json"),
+        "correlation": ("trait-correlation", "--projections", out / "projections.parquet", "--out", out / "corr.csv",
+                        "--lagged", out / "lagged.csv", "--metrics", out / "c.json"),
+        "groups": ("compare-groups", "--prompt-set", root / "requests.json", "--projections", out / "projections.parquet",
+                   "--label", "note", "--group-a", "harmful", "--group-b", "benign", "--out", out / "groups.csv",
+                   "--metrics", out / "g.json"),
+        "diff": ("model-diff", "--responses", res / "responses.jsonl", "--vectors", f"{root}/extraction/{{trait}}/vectors",
+                 "--best", f"{steering}/{{trait}}/best.json", "--out", out / "paired.csv", "--cosines", out / "cos.csv",
+                 "--clauses", out / "clauses.jsonl", "--metrics", out / "m.json"),
+    }
+    for name, args in steps.items():
+        result = invoke(*args, "--params", params)
+        assert result.exit_code == 0, (name, result.output)
+
+    means = response_means(proj).pivot(index="prompt_id", columns="trait", values="mean_projection")
+    # decomposition: x = trait 0 at its best layer, y = trait 1 at its own; the thresholds of those layers
+    quadrants = read_table(out / "quadrants.csv", Quadrants)
+    assert "layer" not in quadrants and set(quadrants["layer_x"]) == {best} and set(quadrants["layer_y"]) == {other}
+    evaluation = pd.read_csv(root / "extraction" / TRAITS[0] / "evaluation.csv")
+    probe = evaluation[(evaluation["method"] == "probe") & (evaluation["site"] == "residual")].set_index("layer")
+    tx, ty = probe.loc[best, "threshold"], probe.loc[other, "threshold"]  # the copy has the same evaluation
+    assert set(quadrants["threshold_x"]) == {tx} and set(quadrants["threshold_y"]) == {ty}
+    by_hand = (means[TRAITS[0]].gt(tx).map({True: "high_x", False: "low_x"}) + "/"
+               + means[TRAITS[1]].gt(ty).map({True: "high_y", False: "low_y"})).value_counts()
+    counts = quadrants.set_index("quadrant")["count"]
+    assert counts.sum() == 6 and all(counts[q] == by_hand.get(q, 0) for q in counts.index)
+    q_metrics = json.loads((out / "q.json").read_text())
+    assert (q_metrics["layers_x"], q_metrics["layers_y"]) == ([best], [other])
+    assert f"x@L{best},y@L{other}:high_x/high_y" in q_metrics
+    # correlation: the pair is read at (best, other), r from the per-response means at those layers
+    corr = read_table(out / "corr.csv", TraitCorrelation)
+    assert "layer" not in corr and {"layer_a", "layer_b"} <= set(corr.columns)
+    pair = corr[(corr["trait_a"] == TRAITS[0]) & (corr["trait_b"] == TRAITS[1])]
+    assert list(zip(pair["layer_a"], pair["layer_b"])) == [(best, other)] and (pair["n"] == 6).all()
+    expected = np.corrcoef(means[TRAITS[0]], means[TRAITS[1]])[0, 1]
+    assert pair["r"].iloc[0] == pytest.approx(expected, abs=1e-5)
+    lagged = read_table(out / "lagged.csv", LaggedCorrelation)
+    at = lagged[(lagged["trait_a"] == TRAITS[0]) & (lagged["trait_b"] == TRAITS[1])]
+    assert len(at) == 2 * 10 + 1 and set(at["layer_a"]) == {best} and set(at["layer_b"]) == {other}
+    c_metrics = json.loads((out / "c.json").read_text())
+    assert c_metrics["trait_layers"] == {TRAITS[0]: [best], TRAITS[1]: [other]}
+    assert c_metrics[f"{TRAITS[0]}@L{best}~{TRAITS[1]}@L{other}"]["r"] == pytest.approx(expected, abs=1e-4)
+    # group comparison and model diff are per trait: each trait's row is at its own layer
+    for table, metrics in ((read_table(out / "groups.csv", GroupComparison), "g.json"),
+                           (read_table(out / "paired.csv", ModelDiff), "m.json")):
+        assert set(zip(table["trait"], table["layer"])) == {(TRAITS[0], best), (TRAITS[1], other)}
+        keys = json.loads((out / metrics).read_text())
+        assert f"{TRAITS[0]}@L{best}" in keys and f"{TRAITS[1]}@L{other}" in keys
+    clauses = read_table(out / "clauses.jsonl", ClauseDiff)
+    assert set(zip(clauses["trait"], clauses["layer"])) == {(TRAITS[0], best), (TRAITS[1], other)}
+
+
+def test_analyses_with_nothing_to_pair(monitored, tmp_path):
+    """One trait projected: decomposition is a one-line error, correlation an empty table with a warning."""
+    _, root, params = monitored
+    proj = read_table(root / "inference/projections.parquet", Projections)
+    alone = tmp_path / "alone.parquet"
+    write_table(proj[proj["trait"] == TRAITS[0]], Projections, alone)
+    result = invoke("trait-correlation", "--projections", alone, "--out", tmp_path / "corr.csv",
+                    "--lagged", tmp_path / "lagged.csv", "--metrics", tmp_path / "c.json", "--params", params)
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and f"{TRAITS[0]} at layers 0, 2" in result.output
+    assert read_table(tmp_path / "corr.csv", TraitCorrelation).empty
+    assert read_table(tmp_path / "lagged.csv", LaggedCorrelation).empty
+    c_metrics = json.loads((tmp_path / "c.json").read_text())
+    assert c_metrics["n_layers_compared"] == 0 and "fewer than two traits" in c_metrics["warning"]
+    _fails(invoke("decompose", "--projections", alone, "--trait-x", TRAITS[0], "--trait-y", TRAITS[1],
+                  "--evaluation-x", root / "extraction" / TRAITS[0] / "evaluation.csv",
+                  "--evaluation-y", root / "extraction" / TRAITS[1] / "evaluation.csv",
+                  "--out", tmp_path / "q.csv", "--metrics", tmp_path / "q.json", "--params", params),
+           "nothing to decompose", TRAITS[0], TRAITS[1], f"probe/residual: {TRAITS[0]} at layers 0, 2")
+    assert not (tmp_path / "q.csv").exists()
 
 
 def test_monitoring_bad_inputs(monitored, tmp_path):

@@ -6,6 +6,11 @@ train-set midpoint, so "high" means "closer to the positive class mean" as the v
 Caveat: the midpoint is on the scale of the pooled extraction activations (e.g. the mean of the
 first response tokens, uncleaned); per-response means at inference may sit on a shifted scale
 (other position pooling, massive-dim cleaning), so read quadrant shares as relative, not absolute.
+
+Layers: ``layer`` is where both traits are read; give ``layer_y`` too to read trait_y at another
+layer (traits projected at their own layers, ``layer: best``; the stage pairs layers by
+``trait_interp.analyses.pairing.layer_pairs``). The quadrant table then has ``layer_x`` and
+``layer_y`` columns in place of ``layer``.
 """
 
 from __future__ import annotations
@@ -31,16 +36,23 @@ def assign_quadrants(
     layer: int,
     method: str,
     site: str,
+    layer_y: int | None = None,
 ) -> pd.DataFrame:
-    """Per prompt with a mean for both traits: prompt_id, x, y, quadrant."""
+    """Per prompt with a mean for both traits: prompt_id, x, y, quadrant.
+
+    x is trait_x at ``layer``; y is trait_y at ``layer_y`` (default: ``layer`` too).
+    """
     if trait_x == trait_y:
         raise ValueError(f"trait_x and trait_y must differ; both are {trait_x!r}")
-    rows = means_df[(means_df["layer"] == layer) & (means_df["method"] == method) & (means_df["site"] == site)]
-    wide = rows.pivot(index="prompt_id", columns="trait", values="mean_projection")
-    for trait in (trait_x, trait_y):
-        if trait not in wide.columns:
-            raise ValueError(f"no response means for trait {trait!r} at layer {layer}, {method}, {site}")
-    both = wide[[trait_x, trait_y]].dropna()
+    layer_y = layer if layer_y is None else layer_y
+    rows = means_df[(means_df["method"] == method) & (means_df["site"] == site)]
+    sides = []
+    for trait, at in ((trait_x, layer), (trait_y, layer_y)):
+        side = rows[(rows["layer"] == at) & (rows["trait"] == trait)]
+        if side.empty:
+            raise ValueError(f"no response means for trait {trait!r} at layer {at}, {method}, {site}")
+        sides.append(side.set_index("prompt_id")["mean_projection"].rename(trait))
+    both = pd.concat(sides, axis=1).sort_index().dropna()
     x, y = both[trait_x], both[trait_y]
     quadrant = x.gt(threshold_x).map({True: "high_x", False: "low_x"}) + "/" + y.gt(threshold_y).map(
         {True: "high_y", False: "low_y"}
@@ -59,22 +71,26 @@ def quadrants(
     layer: int,
     method: str,
     site: str,
+    layer_y: int | None = None,
 ) -> pd.DataFrame:
     """All four quadrants (zeros included), in a fixed order: count and share of responses.
 
-    Columns: trait_x, trait_y, layer, method, site, threshold_x, threshold_y, quadrant, count, share.
+    Columns: trait_x, trait_y, layer, method, site, threshold_x, threshold_y, quadrant, count, share;
+    with ``layer_y`` given, layer_x (= ``layer``) and layer_y in place of layer.
     Raises ValueError when no prompt has a mean for both traits.
     """
-    assigned = assign_quadrants(means_df, trait_x, trait_y, threshold_x, threshold_y, layer, method, site)
+    assigned = assign_quadrants(means_df, trait_x, trait_y, threshold_x, threshold_y, layer, method, site, layer_y)
     if assigned.empty:
-        raise ValueError(f"no prompt has response means for both {trait_x!r} and {trait_y!r}")
+        at = f"layer {layer}" if layer_y is None else f"layers {layer} and {layer_y}"
+        raise ValueError(f"no prompt has response means for both {trait_x!r} and {trait_y!r} ({at})")
     counts = assigned["quadrant"].value_counts().reindex(list(QUADRANTS), fill_value=0)
     total = int(counts.sum())
+    layers = {"layer": layer} if layer_y is None else {"layer_x": layer, "layer_y": layer_y}
     return pd.DataFrame(
         {
             "trait_x": trait_x,
             "trait_y": trait_y,
-            "layer": layer,
+            **layers,
             "method": method,
             "site": site,
             "threshold_x": float(threshold_x),

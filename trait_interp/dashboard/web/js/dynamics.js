@@ -38,12 +38,33 @@
     },
   };
 
+  // Traits projected at different layers (layer: best) share no layer to chart them together, so the
+  // layer control then also offers OWN: each trait at its own layer (its first projected one).
+  const OWN = 'own';
+
   function columnsAt(data, layer) {
-    return data.series.map((s, i) => [i, s]).filter(([, s]) => s.layer === layer);
+    const columns = data.series.map((s, i) => [i, s]);
+    if (layer !== OWN) return columns.filter(([, s]) => s.layer === layer);
+    const seen = new Set();
+    return columns.filter(([, s]) => !seen.has(s.trait) && seen.add(s.trait));  // series: by trait, then layer
+  }
+
+  // The layers holding every trait (in series order), and whether some layer lacks a trait (then OWN is offered).
+  function layerSharing(data) {
+    const traits = new Set(data.series.map((s) => s.trait));
+    const layers = [...new Set(data.series.map((s) => s.layer))];
+    const full = layers.filter((layer) => new Set(columnsAt(data, layer).map(([, s]) => s.trait)).size === traits.size);
+    return { full, partial: full.length < layers.length };
+  }
+
+  function layerOptions(data) {
+    const layers = [...new Set(data.series.map((s) => s.layer))].sort((a, b) => a - b);
+    if (!layerSharing(data).partial) return layers;
+    const own = columnsAt(data, OWN).map(([, s]) => `${s.trait} L${s.layer}`).join(', ');
+    return [[OWN, `each trait's own (${own})`]].concat(layers.map((layer) => [layer, layer]));
   }
 
   function controls(index, data) {
-    const layers = [...new Set(data.series.map((s) => s.layer))].sort((a, b) => a - b);
     const atLayer = columnsAt(data, state.layer);
     const anyMidpoint = data.series.some((s) => s.midpoint !== null);
     const modes = [['none', 'none']].concat(data.cleaning.available.map((m) => [m, m === 'top_k' ? "each layer's top-k dims" : 'recommended dims']));
@@ -56,7 +77,8 @@
       TI.select('prompt set', index.sets.map((s, i) => [i, `${s.model} / ${s.prompt_set} (${s.n_prompts})`]), state.set, (v) => {
         state.set = Number(v); state.row = null; picker = null; TI.show('dynamics');
       }, { class: 'set' }),
-      TI.select('layer', layers, state.layer, (v) => { state.layer = Number(v); TI.show('dynamics'); }, { class: 'layer' }),
+      TI.select('layer', layerOptions(data), state.layer, (v) => { state.layer = v === OWN ? OWN : Number(v); TI.show('dynamics'); },
+        { class: 'layer' }),
       TI.select('shade tokens by', atLayer.map(([, s]) => s.trait), state.shade, (v) => { state.shade = v; drawDetail(); }, { class: 'shade' }),
       TI.el('label', { class: 'control' }, TI.el('span', {}, 'smoothing window'), windowBox),
       TI.checkbox('centered (minus train midpoint)', state.centered && anyMidpoint, (on) => { state.centered = on; drawDetail(); },
@@ -89,12 +111,14 @@
     const visible = atLayer.filter(([, s]) => !state.hidden[s.trait]);
     const traits = [...new Set(data.series.map((s) => s.trait))];
     TI.lineChart(chart, {
-      title: `${opts.velocity ? 'Velocity' : 'Projection'} at layer ${state.layer}` + (opts.centered ? ', centered' : '')
+      title: `${opts.velocity ? 'Velocity' : 'Projection'} ` + (state.layer === OWN ? 'with each trait at its own layer' : `at layer ${state.layer}`)
+        + (opts.centered ? ', centered' : '')
         + (opts.clean !== 'none' ? `, cleaned (${opts.clean})` : '') + (opts.window > 1 ? `, window ${opts.window}` : ''),
       xLabel: 'response token', yLabel: opts.velocity ? 'Δ projection per token' : 'projection (h·v/‖v‖)', integerX: true,
       width: Math.min(1200, Math.max(760, 16 * file.tokens.length)), height: 320, legend: true,
       series: visible.map(([i, s]) => ({
-        name: s.trait, color: TI.palette[traits.indexOf(s.trait) % TI.palette.length],  // one colour per trait, any layer
+        name: state.layer === OWN ? `${s.trait} (L${s.layer})` : s.trait,
+        color: TI.palette[traits.indexOf(s.trait) % TI.palette.length],  // one colour per trait, any layer
         points: TI.dynamics.display(file, i, s, opts).map((y, t) => [t, y]),
       })),
       hlines: [{ y: 0, label: opts.centered && !opts.velocity ? 'train midpoint' : '', cls: 'zero' }],
@@ -121,7 +145,8 @@
     const set = index.sets[state.set] || index.sets[0];
     const data = await TI.load(set.key + '/prompts');
     const layers = [...new Set(data.series.map((s) => s.layer))];
-    if (!layers.includes(state.layer)) state.layer = layers[0];
+    const sharing = layerSharing(data);
+    if (state.layer === OWN ? !sharing.partial : !layers.includes(state.layer)) state.layer = sharing.full.length ? sharing.full[0] : OWN;
     const traits = columnsAt(data, state.layer).map(([, s]) => s.trait);
     if (!traits.includes(state.shade)) state.shade = traits[0];
     if (!data.cleaning.available.includes(state.clean)) state.clean = 'none';
