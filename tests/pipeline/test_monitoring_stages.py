@@ -198,11 +198,12 @@ def test_layer_best_with_each_trait_at_its_own_layer(monitored, tmp_path):
     other = (best + 1) % 3  # the toy models have layers 0..2
     edited = json.loads((steering / TRAITS[1] / "best.json").read_text())
     (steering / TRAITS[1] / "best.json").write_text(json.dumps({**edited, "layers": [other]}))
-    params = make_params(tmp_path, tmp, traits=TRAITS, layer="best", diff_model="toy-base", **{"analyses.n_boot": 50})
+    params = make_params(tmp_path, tmp, traits=TRAITS, diff_model="toy-base",
+                         **{"monitoring.layer": "best", "analyses.n_boot": 50})
     res, out = root / "inference", tmp_path / "out"
     out.mkdir()
-    (step,) = project_args(root, res, out, steering=steering)
-    assert invoke(*step, "--params", params).exit_code == 0
+    for step in project_args(root, res, out, steering=steering):
+        assert invoke(*step, "--params", params).exit_code == 0, step[0]
     proj = read_table(out / "projections.parquet", Projections)
     assert {t: set(g["layer"]) for t, g in proj.groupby("trait")} == {TRAITS[0]: {best}, TRAITS[1]: {other}}
     steps = {
@@ -216,7 +217,7 @@ def test_layer_best_with_each_trait_at_its_own_layer(monitored, tmp_path):
                    "--label", "note", "--group-a", "harmful", "--group-b", "benign", "--out", out / "groups.csv",
                    "--metrics", out / "g.json"),
         "diff": ("model-diff", "--responses", res / "responses.jsonl", "--vectors", f"{root}/extraction/{{trait}}/vectors",
-                 "--best", f"{steering}/{{trait}}/best.json", "--out", out / "paired.csv", "--cosines", out / "cos.csv",
+                 "--layers", out / "layers.json", "--out", out / "paired.csv", "--cosines", out / "cos.csv",
                  "--clauses", out / "clauses.jsonl", "--metrics", out / "m.json"),
     }
     for name, args in steps.items():
