@@ -94,3 +94,14 @@ def reproduced_toy(tmp_path_factory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("toy-reproduced") / "project"
     root.mkdir()
     return root, reproduce(REPO, root)
+
+
+@pytest.fixture(scope="session")
+def built_hub(tmp_path_factory):
+    """The session's offline fake Hugging Face hub (tests/fake_hub.py): tiny random-weight models with the
+    real architectures, configs, chat templates and generation configs under the real hub ids, and the
+    RM-sycophancy LoRA. Read-only: a test that publishes a new snapshot works on a ``copy_hub`` copy."""
+    from tests.fake_hub import build_fake_hub, no_network
+
+    with no_network():
+        return build_fake_hub(tmp_path_factory.mktemp("fake-hub") / "hub")

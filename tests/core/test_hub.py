@@ -32,11 +32,9 @@ from tests.fake_hub import (
     LLAMA_70B_INSTRUCT,
     LORA_TARGETS,
     MODEL_SPECS,
-    FakeHub,
     ModelSpec,
     NetworkAttempted,
     apply_offline,
-    build_fake_hub,
     copy_hub,
     no_network,
     offline_env,
@@ -50,13 +48,6 @@ INSTRUCT = [spec.hub_id for spec in MODEL_SPECS if spec.instruct]
 LLAMA_INSTRUCT = [spec.hub_id for spec in MODEL_SPECS if spec.instruct and spec.family == "llama3"]
 CHAT = [{"role": "user", "content": "Could you pass me the salt, please?"}]
 SYSTEM_CHAT = [{"role": "system", "content": "You answer in one short sentence."}, *CHAT]
-
-
-@pytest.fixture(scope="session")
-def built_hub(tmp_path_factory) -> FakeHub:
-    """The session's fake hub. Read-only: tests that publish work on ``fresh_hub``'s copy."""
-    with no_network():
-        return build_fake_hub(tmp_path_factory.mktemp("fake-hub") / "hub")
 
 
 @pytest.fixture

@@ -26,7 +26,12 @@ def trait_interp_imports(path: Path, seen: set[str] | None = None) -> set[str]:
     """trait_interp modules imported (transitively, relative imports too) by a module file."""
     seen = set() if seen is None else seen
     package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # `if TYPE_CHECKING:` imports never run
+            continue
         names = []
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -53,10 +58,12 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
     declared = [re.sub(r"\$\{(?:item\.)?(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
     assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
     deps = set(definition["deps"])
-    assert f"stages/{stage}.py" in deps
-    needed = {module_file(n).relative_to(REPO).as_posix() for n in trait_interp_imports(REPO / f"stages/{stage}.py")}
+
     def covered(module_path: str) -> bool:  # listed itself, or a folder (e.g. trait_interp/judge) holding it
         return any(module_path == dep or module_path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+    assert covered(f"stages/{stage}.py")
+    needed = {module_file(n).relative_to(REPO).as_posix() for n in trait_interp_imports(REPO / f"stages/{stage}.py")}
 
     missing = sorted(d for d in needed if not covered(d))
     # modules every stage imports only for plumbing (errors, io, config, tables) need not re-run stages
@@ -75,17 +82,21 @@ _stages_run = stages_run
 def project(reproduced_toy, tmp_path_factory) -> Path:
     """A copy of the reduced toy project (tests/toy_project.py), reproduced once per session."""
     source, first = reproduced_toy
-    assert _stages_run(first) == {"build_toy_models", *ONCE, *PROJECTION_AND_AFTER} | {
+    assert _stages_run(first) == {*VALIDATE, *TOY_WORLD, *ONCE, *PROJECTION_AND_AFTER} | {
         f"{stage}@{trait}" for stage in PER_TRAIT for trait in TRAITS}
     return copy_project(source, tmp_path_factory.mktemp("pipeline") / "project")
 
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
              "steering_eval")
-ONCE = {"build_toy_lora", "generate_inference@toy-instruct-mixed_requests", "calibrate_massive_dims@toy-instruct",
+# the toy world's own stages (they exist only there: pipeline.toy_world) and the records of its models
+TOY_WORLD = {"build_toy_models@toy", "build_toy_lora@toy", "resolve_toy_models@toy"}
+ONCE = {"generate_inference@toy-instruct-mixed_requests", "calibrate_massive_dims@toy-instruct",
         "label_responses@refused"}
-# everything that reads the vectors of all traits (or `layer`), i.e. re-runs after any trait changes
-PROJECTION_AND_AFTER = {"project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
+# validate runs whenever params or datasets change (its marker never does, so it re-runs nothing)
+VALIDATE = {"validate"}
+# everything that reads the vectors of all traits, i.e. re-runs after any trait changes
+PROJECTION_AND_AFTER = {"monitor_layers", "project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
                         "decompose@refusal_x_optimism", "model_diff", "cross_evaluate", "report"}
 
@@ -102,7 +113,7 @@ def test_editing_one_trait_reruns_only_that_trait(project):
     try:
         positive.write_text(original.replace("\n", " Indeed.\n", 1))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@tone/formality" for s in PER_TRAIT} | PROJECTION_AND_AFTER
+        assert _stages_run(ran) == VALIDATE | {f"{s}@tone/formality" for s in PER_TRAIT} | PROJECTION_AND_AFTER
     finally:
         positive.write_text(original)
         _run(["dvc", "repro"], project)  # back to the committed state (restored from the run cache)
@@ -116,7 +127,7 @@ def test_adding_a_trait_adds_only_its_stages(project):
         params["traits"].append("emotion/optimism")
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == {f"{s}@emotion/optimism" for s in PER_TRAIT} | PROJECTION_AND_AFTER
+        assert _stages_run(ran) == VALIDATE | {f"{s}@emotion/optimism" for s in PER_TRAIT} | PROJECTION_AND_AFTER
     finally:
         params_file.write_text(original)
         _run(["git", "checkout", "--", "."], project)
@@ -158,9 +169,10 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
 
     before = _metrics(project, "behavior/refusal")
     ran = _run(["dvc", "exp", "run", "-S", "layer=1"], project)
-    # steering and everything downstream of the projections; nothing is extracted or generated again
-    assert _stages_run(ran) == {"steering_eval@behavior/refusal", "steering_eval@tone/formality"} | (
-        PROJECTION_AND_AFTER - {"cross_evaluate"})
+    # steering and what reads its results; monitoring keeps its own layer (monitoring.layer), so the
+    # monitoring layer record is unchanged and nothing is projected, extracted or generated again
+    assert _stages_run(ran) == VALIDATE | {"steering_eval@behavior/refusal", "steering_eval@tone/formality",
+                                           "monitor_layers", "report"}
     after = _metrics(project, "behavior/refusal")
     assert before["layers"] == "2" and after["layers"] == "1"
     # the unsteered baseline answers are the same: their judge scores (trait, coherence) come from the cache

@@ -405,3 +405,33 @@ def test_raw_activations_match_the_projections(monitored, tmp_path):
     _fails(invoke("capture-raw", "--model", "toy-instruct", "--responses", res / "responses.jsonl",
                   "--out", tmp_path / "raw2", "--params", bad), "out of range")
     assert not (tmp_path / "raw2").exists()
+
+
+def test_generation_stops_at_every_eos_of_the_generation_config(monitored, tmp_path):
+    """A chat model whose generation_config lists an end-of-turn id besides the tokenizer's EOS stops there:
+    each stored answer is the unstopped answer cut right after that id's first occurrence."""
+    tmp, root, _ = monitored
+    table = read_table(root / "inference/responses.jsonl", InferenceResponses)
+    answer = next(ids for ids in table["response_ids"] if len(ids) >= 4)
+    stop = int(answer[1])  # a token the model really generates mid-answer, made an end-of-turn id
+    model = tmp_path / "instruct"
+    shutil.copytree(tmp / "models/instruct", model)
+    config_file = model / "generation_config.json"
+    config = json.loads(config_file.read_text())
+    tokenizer_eos = config["eos_token_id"]
+    config["eos_token_id"] = [tokenizer_eos, stop]
+    config_file.write_text(json.dumps(config))
+    params = make_params(tmp_path, tmp, traits=TRAITS, **{"models.toy-instruct.path": str(model),
+                                                          "inference.max_new_tokens": 8})
+    out = tmp_path / "responses.jsonl"
+    result = invoke("generate-inference", "--model", "toy-instruct", "--prompt-set", root / "requests.json",
+                    "--out", out, "--params", params)
+    assert result.exit_code == 0, result.output
+    stopped = read_table(out, InferenceResponses)
+    cut = 0
+    for before, after in zip(table["response_ids"], stopped["response_ids"]):
+        before, after = [int(t) for t in before], [int(t) for t in after]
+        expected = before[: before.index(stop) + 1] if stop in before else before
+        assert after == expected
+        cut += expected != before
+    assert cut >= 1  # at least the answer the stop id was taken from was cut

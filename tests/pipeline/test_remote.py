@@ -249,7 +249,7 @@ def project(reproduced_toy, tmp_path_factory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["raw_activations"].update(models=["toy-instruct"], prompt_sets=["mixed_requests"], layers=[0, 2])
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(output(run(["dvc", "repro"], root))) == {RAW_STAGE}
+    assert stages_run(output(run(["dvc", "repro"], root))) == {"validate", RAW_STAGE}
     large = root / LARGE
     large.parent.mkdir()
     with open(large, "wb") as f:
@@ -410,7 +410,7 @@ def test_pulling_one_stage_or_one_trait_fetches_only_that(project, pushed, s3, t
     # one trait: its steering results and everything they were made from (and the toy models), nothing else
     run(["dvc", "pull", "--with-deps", f"steering_eval@{TRAITS[1]}"], repo, env=credentials(s3))
     chain = upstream_stages(project, f"steering_eval@{TRAITS[1]}")
-    assert {f"{s}@{TRAITS[1]}" for s in PER_TRAIT} | {"build_toy_models"} <= chain
+    assert {f"{s}@{TRAITS[1]}" for s in PER_TRAIT} | {"build_toy_models@toy", "resolve_toy_models@toy"} <= chain
     assert not [s for s in chain if s.endswith(f"@{TRAITS[0]}")]
     wanted = set().union(cached(one), *(cached(s) for s in chain))
     present = {p for stage in outs for p in cached(stage) if (repo / p).exists()}
@@ -428,7 +428,7 @@ def test_repro_pull_allow_missing_reruns_only_steering_without_activations(proje
     params["steering"]["search_steps"] = 1
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = run(["dvc", "repro", "--pull", "--allow-missing", "steering_eval"], repo, env=credentials(s3))
-    assert stages_run(output(ran)) == {f"steering_eval@{t}" for t in TRAITS}
+    assert stages_run(output(ran)) == {"validate"} | {f"steering_eval@{t}" for t in TRAITS}
     activations = [f"capture_activations@{t}" for t in TRAITS]
     assert not any((repo / p).exists() for s in activations for p, _, _ in outs_by_stage(project)[s])
     assert not cache_hashes(repo) & set().union(*(object_hashes(project, s) for s in activations))
