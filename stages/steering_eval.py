@@ -85,13 +85,13 @@ def headline_of(evaluation: pd.DataFrame, best: BestSteering) -> dict[str, objec
     """One trait's row of ``dvc metrics show``: its best vector (held out) and what steering it did."""
     vector = best_vector(evaluation)
     return {
-        "best_vector": f"{vector['method']}@{vector['site']}",
-        "best_layer": int(vector["layer"]),
-        "val_accuracy": rounded(float(vector["val_accuracy"]), 3),
-        "steered_layers": ",".join(str(layer) for layer in best.layers),
-        "steering_delta": rounded(best.delta, 3),
+        "vector": f"{vector['method']}@{vector['site']}",  # the best vector on held-out pairs
+        "layer": int(vector["layer"]),
+        "val_acc": rounded(float(vector["val_accuracy"]), 3),
+        "steered": ",".join(str(layer) for layer in best.layers),  # the layers steering used
+        "delta": rounded(best.delta, 3),  # trait score at the chosen step minus the baseline
         "coherence": rounded(best.coherence_mean, 3),
-        "coherent": best.valid,
+        "coherent": best.valid,  # coherence >= steering.min_coherence
     }
 
 

@@ -136,7 +136,7 @@ def test_adding_a_trait_adds_only_its_stages(project):
         _run(["dvc", "checkout", "--force"], project)
 
 
-HEADLINE = ("best_vector", "best_layer", "val_accuracy", "steered_layers", "steering_delta", "coherence", "coherent")
+HEADLINE = ("vector", "layer", "val_acc", "steered", "delta", "coherence", "coherent")
 
 
 def test_metrics_show_is_one_row_per_trait_with_the_headline(project):
