@@ -65,33 +65,40 @@ def capture_pooled(
     batch_size: BatchSize = 16,
     progress: bool = False,
 ) -> PooledActivations:
-    """Mean of each (site, layer) output over the ``position`` tokens of every sequence."""
+    """Mean of each (site, layer) output over the ``position`` tokens of every sequence.
+
+    Pooling reads only the span of positions some row selects (``hidden[:, lo:hi]``, in float32):
+    never a float32 copy of the whole ``[batch, seq, width]`` output. The pooled rows stay on the
+    device until the batch has run, then each site's ``[batch, n_layers, width]`` moves to the CPU
+    in one transfer (not one per site and layer).
+    """
     modules = [(site, layer, resolve_site(model, site, layer).module) for site in sites for layer in layers]
-    chunks: dict[tuple[str, int], list[torch.Tensor]] = {(s, l): [] for s, l, _ in modules}
+    chunks: dict[str, list[torch.Tensor]] = {site: [] for site in sites}
     counts: list[torch.Tensor] = []
 
     def attach(batch: Batch):
         weights, batch_counts = selection_weights(batch.sequences, position, batch.width)
-        weights = weights.to(batch.input_ids.device)
+        columns = weights.sum(dim=0).nonzero()
+        lo, hi = (int(columns.min()), int(columns.max()) + 1) if len(columns) else (0, 0)
+        span = weights[:, lo:hi].to(batch.input_ids.device)  # [batch, hi - lo]
         pooled: dict[tuple[str, int], torch.Tensor] = {}
 
         def pooler(key: tuple[str, int]):
             def fn(hidden: torch.Tensor) -> None:  # hidden: [batch, seq, width]
-                pooled[key] = torch.einsum("bs,bsw->bw", weights.to(hidden.device), hidden.float()).cpu()
+                selected = hidden[:, lo:hi].float()  # [batch, hi - lo, width]
+                pooled[key] = torch.einsum("bs,bsw->bw", span.to(hidden.device), selected)
 
             return fn
 
         return [(module, pooler((s, l))) for s, l, module in modules], (pooled, batch_counts)
 
     deepest = max(normalize_layer(layer, num_layers(model)) for layer in layers)
-    for _batch, (pooled, batch_counts) in forward_batches(
+    for batch, (pooled, batch_counts) in forward_batches(
         model, sequences, attach, deepest, batch_size, pad_id, desc="capture", progress=progress
     ):
-        for key, tensor in pooled.items():
-            chunks[key].append(tensor)
+        device = batch.input_ids.device
+        for site in sites:  # [batch, n_layers, width] per site, one transfer
+            chunks[site].append(torch.stack([pooled[(site, layer)].to(device) for layer in layers], dim=1).cpu())
         counts.append(batch_counts)
-    acts = {
-        site: torch.stack([torch.cat(chunks[(site, layer)]) for layer in layers], dim=1)  # [n, L, w]
-        for site in sites
-    }
+    acts = {site: torch.cat(chunks[site]) for site in sites}  # [n, L, w]
     return PooledActivations(acts=acts, layers=tuple(layers), n_selected=torch.cat(counts))

@@ -94,6 +94,23 @@ class _Group:
     massive: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
+def float32_products(hidden: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """``hidden @ unit.T`` in float32 (``[..., width] x [n, width] -> [..., n]``), without a float32 copy
+    of ``hidden`` where the device can avoid one.
+
+    A float32 ``hidden`` is multiplied as it is. On CUDA a bf16/fp16 ``hidden`` goes through one GEMM
+    with float32 output (``torch.mm(..., out_dtype=float32)``; the unit vectors are rounded to the
+    model's dtype, an error below 2^-8 of ``|h|`` per projection). Elsewhere (CPU) ``hidden`` is upcast.
+    """
+    if hidden.dtype == torch.float32:
+        return hidden @ unit.T
+    if hidden.is_cuda:
+        flat = hidden.reshape(-1, hidden.shape[-1])  # [batch * seq, width]
+        out = torch.mm(flat, unit.to(hidden.dtype).T, out_dtype=torch.float32)  # [batch * seq, n]
+        return out.reshape(*hidden.shape[:-1], unit.shape[0])
+    return hidden.float() @ unit.T
+
+
 def _width_error(vector: TraitVector, layer: int, width: int, expected: int) -> ValueError:
     return ValueError(
         f"vector for trait '{vector.trait}' ({vector.method}) has width {width} but site '{vector.site}' "
@@ -202,14 +219,12 @@ def project_sequences(
                 if hidden.shape[-1] != group.unit.shape[1]:  # a site whose declared width was wrong
                     column = group.columns[0]
                     raise _width_error(vectors[column], group.layer, group.unit.shape[1], hidden.shape[-1])
-                h = hidden.float()
                 for name, (dims, unit_on_dims) in group.massive.items():  # raw h on the set's dims
-                    parts[name][index] = (h[..., dims] @ unit_on_dims.T).to(device)  # [batch, seq, n]
-                if group.keep is not None:
-                    h = h * group.keep
+                    parts[name][index] = (hidden[..., dims].float() @ unit_on_dims.T).to(device)  # [batch, seq, n]
+                h = hidden if group.keep is None else hidden.float() * group.keep
                 # stays on the device; one transfer per batch after the forward pass
-                scores[index] = (h @ group.unit.T).to(device)
-                norms[index] = torch.linalg.vector_norm(h, dim=-1).to(device)
+                scores[index] = float32_products(h, group.unit).to(device)
+                norms[index] = torch.linalg.vector_norm(h, dim=-1, dtype=torch.float32).to(device)
 
             return fn
 
