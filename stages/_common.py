@@ -58,9 +58,9 @@ def resolved_model(record_path: Path) -> tuple[ResolvedModel, ModelSpec, str]:
 
     The name (``models.<key>``) is what error messages about the model use.
     """
-    from trait_interp.core.resolution import pinned, read_record
+    from trait_interp.core.resolution import pinned, read_model_record
 
-    record = read_record(record_path)
+    record = read_model_record(record_path)
     return record, pinned(record), f"models.{record.key}"
 
 

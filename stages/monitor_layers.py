@@ -19,7 +19,7 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.core.resolution import read_record
+from trait_interp.core.resolution import read_model_record
 from trait_interp.monitoring.selection import (
     choose_layers,
     steering_best_layer,
@@ -39,7 +39,7 @@ def main(
     """Per trait, the layers monitoring projects at; the application model's record gives the layer count."""
     p = stage_params(params, PARAMS)
     traits = [str(t) for t in p["traits"]]
-    record = read_record(model)
+    record = read_model_record(model)
     layers = choose_layers(traits, p["monitoring.layer"], record.num_layers, steering_best_layer(per_trait(best, "best", traits)))
     write_layers(out, p["monitoring.layer"], layers)
     shown = ", ".join(f"{t}: {list(v) if len(v) < 6 else f'{len(v)} layers'}" for t, v in layers.items())

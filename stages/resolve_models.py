@@ -20,7 +20,7 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.models import ModelSpec
-from trait_interp.core.resolution import resolve_model, write_record
+from trait_interp.core.resolution import resolve_model, write_model_record
 from trait_interp.judge.record import resolve_judge, write_judge_record
 from trait_interp.judge.settings import JudgeSettings
 
@@ -51,7 +51,7 @@ def main(
     judge = resolve_judge(from_mapping(JudgeSettings, p["judge"], f"{params}:judge"), f"{params}:judge")
     with atomic_dir(out) as tmp:
         for record in records:
-            write_record(tmp / f"{record.key}.json", record)
+            write_model_record(tmp / f"{record.key}.json", record)
         write_judge_record(tmp / JUDGE_RECORD, judge)
     for record in records:
         pinned_at = record.sha or (f"sha256:{record.content[:12]}" if record.content else "")

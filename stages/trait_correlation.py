@@ -20,7 +20,10 @@ import typer
 from schemas.analyses import LaggedCorrelation, TraitCorrelation
 from schemas.projections import Projections
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.analyses.correlation import paired_lagged_correlation, paired_response_correlation
+from trait_interp.analyses.correlation import (
+    paired_lagged_correlation,
+    paired_response_correlation,
+)
 from trait_interp.analyses.group_comparison import response_means
 from trait_interp.analyses.pairing import describe, one_layer_column, trait_layers
 from trait_interp.core.io import write_json

@@ -38,18 +38,18 @@ from trait_interp.analyses.group_comparison import (
     labels_from_verdicts,
     response_means,
 )
+from trait_interp.analyses.model_diff import (
+    clause_table,
+    diff_vector_cosines,
+    paired_diff,
+    per_token_diff,
+)
 from trait_interp.analyses.pairing import (
     describe,
     layer_pairs,
     one_layer_column,
     reading_pairs,
     trait_layers,
-)
-from trait_interp.analyses.model_diff import (
-    clause_table,
-    diff_vector_cosines,
-    paired_diff,
-    per_token_diff,
 )
 from trait_interp.analyses.stats import bootstrap_ci_cohens_d, group_stats
 from trait_interp.core import metrics

@@ -18,10 +18,10 @@ from trait_interp.core.resolution import (
     eos_token_ids,
     folder_hash,
     pinned,
-    read_record,
+    read_model_record,
     resolve_model,
     resolved_device,
-    write_record,
+    write_model_record,
 )
 
 GEMMA_IT = ModelSpec(hub_id="google/gemma-2-2b-it", dtype="float32", device="auto", prompt_mode="chat")
@@ -48,8 +48,8 @@ def test_a_hub_entry_resolves_to_the_commit_main_points_at_and_follows_a_new_upl
     assert pinned(record).revision == record.sha and pinned(record).device == "cpu"
     assert record.revision_label == record.sha and record.adapter_label is None
     path = tmp_path / "record.json"
-    write_record(path, record)
-    assert read_record(path) == record
+    write_model_record(path, record)
+    assert read_model_record(path) == record
     new = publish_new_snapshot(hub, "google/gemma-2-2b-it")
     moved = resolve_model("gemma-2-2b-it", GEMMA_IT, "w")
     assert moved.sha == new != record.sha and replace(moved, sha=record.sha) == record

@@ -23,9 +23,9 @@ from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from tests.conftest import REPO
 from tests.pipeline.test_stages import _fails, invoke, make_params, pipeline  # noqa: F401  (pipeline is a fixture)
+from trait_interp.analyses.group_comparison import response_means
 from trait_interp.core.generation import generate_greedy
 from trait_interp.core.models import ModelSpec, load_model, load_tokenizer
-from trait_interp.analyses.group_comparison import response_means
 from trait_interp.core.tables import read_table, write_table
 
 TRAITS = ["behavior/refusal", "copy/refusal"]  # the second is a copy of the first: an exact truth for r

@@ -19,7 +19,7 @@ from schemas.examples import Examples
 from schemas.responses import Responses
 from schemas.steering import SteeringCurve, SteeringResponses
 from schemas.vetting import VettingScores
-from stages.cli import STAGES, app
+from stages.cli import STAGES
 from tests.conftest import CORPUS, REPO, TINY_TRAINING
 from trait_interp.core.tables import read_table
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from schemas.evaluation import VectorEvaluation
 from schemas.responses import Responses
 from schemas.steering import SteeringCurve
 from schemas.vetting import VettingScores
-from tests.stage_runs import invoke as run_stage
 from tests.conftest import CORPUS, REPO
+from tests.stage_runs import invoke as run_stage
 from trait_interp.core.tables import read_table
 from trait_interp.toy.lexicon import lexicon_for
 

@@ -16,16 +16,15 @@ its record changed. Records are validated on write and on read like the tables.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.hub import resolve_revision
-from trait_interp.core.io import read_json, write_json
 from trait_interp.core.models import ModelSpec, check_spec, is_local_reference
+from trait_interp.core.records import read_record, write_record
 
 
 @dataclass(frozen=True)
@@ -124,20 +123,13 @@ def pinned(record: ResolvedModel) -> ModelSpec:
     )
 
 
-def write_record(path: Path, record: ResolvedModel) -> None:
-    data = asdict(record)
-    from_mapping(ResolvedModel, data, str(path))  # the same checks a reader makes
-    write_json(path, data)
+def write_model_record(path: Path, record: ResolvedModel) -> None:
+    write_record(path, record)
 
 
-def read_record(path: Path) -> ResolvedModel:
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no resolved model record; resolve the models first (dvc repro)")
-    try:
-        return from_mapping(ResolvedModel, read_json(path), str(path))
-    except UserInputError as err:
-        raise UserInputError(f"{err}; resolve the models again (dvc repro)") from None
+def read_model_record(path: Path) -> ResolvedModel:
+    return read_record(ResolvedModel, path, "no resolved model record; resolve the models first (dvc repro)",
+                       "resolve the models again (dvc repro)")
 
 
 def _hub_sha(hub_id: str, revision: str | None, where: str) -> str:

@@ -7,15 +7,15 @@ and ``meta.json`` the ``ActivationsMeta`` record, validated on write and on read
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json, read_safetensors, write_json, write_with
+from trait_interp.core.io import read_safetensors, write_with
+from trait_interp.core.records import read_record, write_record
 
 ACTIVATIONS_FILE = "activations.safetensors"
 EXAMPLES_FILE = "examples.csv"
@@ -68,13 +68,9 @@ class ActivationsMeta:
 
 
 def write_meta(path: Path, meta: ActivationsMeta) -> None:
-    data = asdict(meta)
-    from_mapping(ActivationsMeta, data, str(path))  # the same checks a reader makes
-    write_json(path, data)
+    write_record(path, meta)
 
 
 def read_meta(path: Path) -> ActivationsMeta:
-    try:
-        return from_mapping(ActivationsMeta, read_json(path), str(path))
-    except UserInputError as err:
-        raise UserInputError(f"{err}; capture this trait's activations again") from None
+    return read_record(ActivationsMeta, path, "no activations metadata; capture them first (dvc repro)",
+                       "capture this trait's activations again")

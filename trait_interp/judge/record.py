@@ -9,12 +9,11 @@ judging stages re-run; the judge cache's keys already hold the judge's identity.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json, write_json
+from trait_interp.core.records import read_record, write_record
 from trait_interp.core.resolution import ResolvedModel, resolve_model
 from trait_interp.judge.settings import JudgeSettings, toy_module
 
@@ -65,16 +64,9 @@ def _module_code_hash(where: str, names: tuple[str, ...]) -> str:
 
 
 def write_judge_record(path: Path, record: JudgeRecord) -> None:
-    data = asdict(record)
-    from_mapping(JudgeRecord, data, str(path))
-    write_json(path, data)
+    write_record(path, record)
 
 
 def read_judge_record(path: Path) -> JudgeRecord:
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no judge record; resolve the models first (dvc repro)")
-    try:
-        return from_mapping(JudgeRecord, read_json(path), str(path))
-    except UserInputError as err:
-        raise UserInputError(f"{err}; resolve the models again (dvc repro)") from None
+    return read_record(JudgeRecord, path, "no judge record; resolve the models first (dvc repro)",
+                       "resolve the models again (dvc repro)")

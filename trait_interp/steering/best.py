@@ -6,12 +6,10 @@ type, is a one-line error naming the file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from trait_interp.core.config import from_mapping
-from trait_interp.core.errors import UserInputError
-from trait_interp.core.io import read_json, write_json
+from trait_interp.core.records import read_record, write_record
 from trait_interp.steering.coefficient_search import Direction
 from trait_interp.steering.interventions import SteeringPositions
 
@@ -41,14 +39,9 @@ class BestSteering:
 
 
 def write_best(path: Path, record: BestSteering) -> None:
-    data = asdict(record)
-    from_mapping(BestSteering, data, str(path))  # the same checks a reader makes
-    write_json(path, data)  # tuples are written as JSON lists
+    write_record(path, record)
 
 
 def read_best(path: Path) -> BestSteering:
-    data = read_json(path)
-    try:
-        return from_mapping(BestSteering, data, str(path))
-    except UserInputError as err:
-        raise UserInputError(f"{err}; re-run this trait's steering evaluation") from None
+    return read_record(BestSteering, path, "no steering result; steer this trait first (dvc repro)",
+                       "re-run this trait's steering evaluation")
