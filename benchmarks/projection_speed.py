@@ -31,10 +31,14 @@ from trait_interp.core.forward import TokenSequence  # noqa: E402
 from trait_interp.core.generation import generate_greedy  # noqa: E402
 from trait_interp.core.prompting import PromptSpec, left_pad, prompt_ids, token_strings  # noqa: E402
 from trait_interp.monitoring.dynamics import dynamics_table  # noqa: E402
-from trait_interp.monitoring.projection import TraitVector, project_sequences, to_long_rows  # noqa: E402
+from trait_interp.monitoring.projection import (  # noqa: E402
+    TraitVector,
+    project_sequences,
+    to_long_rows,
+)
 from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
 
-JAILBREAK = Path("/work/shared/upstream-datasets/inference/jailbreak/original.json")
+JAILBREAK = REPO.parent / "shared" / "upstream-datasets" / "inference" / "jailbreak" / "original.json"
 N_TRAITS = 10
 MAX_NEW_TOKENS = 48
 N_PROMPTS = 32

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, PretrainedConfig
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    LlamaConfig,
+    PretrainedConfig,
+)
 from transformers.initialization import no_init_weights
 
 SHAPES = ("toy", "gemma-2-2b", "llama-3.1-8b")

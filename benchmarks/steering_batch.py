@@ -20,7 +20,12 @@ sys.path.insert(0, str(REPO))
 
 from trait_interp.core.forward import TokenSequence  # noqa: E402
 from trait_interp.core.generation import generate_greedy  # noqa: E402
-from trait_interp.steering.interventions import SteeringTerm, generate_steered, mean_activation_norm, steering  # noqa: E402
+from trait_interp.steering.interventions import (  # noqa: E402
+    SteeringTerm,
+    generate_steered,
+    mean_activation_norm,
+    steering,
+)
 from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
 
 QUESTIONS = [
