@@ -1,0 +1,595 @@
+"""Extraction methods over all layers at once, on the device the activations are on.
+
+Batched counterparts of ``trait_interp.methods``: the same five methods, the same
+objectives and settings, but one call handles every layer, so the per-layer Python loop
+and the per-layer scikit-learn / Adam overhead are gone, and a GPU is used when the
+activations live on one.
+
+``extract_all_layers(pos [L, n_pos, hidden], neg [L, n_neg, hidden], method, settings,
+layers)`` returns ``vectors [L, hidden]`` (float32, unit rows, on CPU, pointing from the
+negative to the positive class) and ``{str(layer): info}`` with the same info keys as the
+per-layer methods.
+
+How each method is batched:
+
+- ``mean_diff`` and ``gradient`` only need the class-mean gap per layer.
+- ``pca`` takes the top eigenvector of the small side of the paired differences ``D``:
+  the ``n x n`` Gram matrix ``D D^T`` when ``n <= hidden`` (then ``v = D^T u``), else
+  ``D^T D``; one batched ``eigh`` per layer chunk.
+- ``probe`` solves scikit-learn's L2, class-balanced, unpenalised-intercept logistic
+  regression exactly (to float64 precision) by damped Newton, batched over layers. When
+  ``n <= hidden`` it works in the n-dimensional span of the rows (representer theorem,
+  ``w = X^T alpha``) through the Gram matrix ``K = X X^T``; otherwise in the primal.
+- ``gradient`` runs today's Adam loop on an ``[L, hidden]`` weight matrix with per-layer
+  convergence: a converged layer is taken out of the batch and stops updating.
+- ``random_baseline`` draws exactly today's per-layer vectors.
+
+Activations are upcast chunk by chunk of layers (about ``chunk_bytes`` of float64 working
+copy at a time), so a bf16 input never needs a full float64 copy in memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from trait_interp.methods import MethodSettings
+
+# The same constants as trait_interp.methods (kept here so this module stands on its own).
+_NORM_EPS = 1e-8
+_SD_FLOOR = 1e-6
+_GRADIENT_NORM_PENALTY = 0.01
+_GRADIENT_PATIENCE = 10  # consecutive sub-tolerance steps required to declare convergence
+_PROBE_SCALINGS = ("row_norm", "standardize")
+
+# torch.optim.Adam defaults, which the per-layer gradient method uses.
+_ADAM_BETA1 = 0.9
+_ADAM_BETA2 = 0.999
+_ADAM_EPS = 1e-8
+
+_CHUNK_BYTES = 256 * 2**20  # float64 working copy of activations per layer chunk
+_ADAM_BLOCK_BYTES = 2 * 2**20  # CPU: Adam state per layer block, small enough to stay in cache
+
+# Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
+_NEWTON_RTOL = 1e-10
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 60
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    vectors: torch.Tensor  # [L, hidden] float32 unit rows (any device)
+    info: dict[str, torch.Tensor]  # name -> [L] per-layer values
+
+
+BatchedMethod = Callable[[torch.Tensor, torch.Tensor, MethodSettings, tuple[int, ...], int], BatchResult]
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def extract_all_layers(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    method: str,
+    settings: MethodSettings,
+    layers: Sequence[int],
+    *,
+    chunk_bytes: int = _CHUNK_BYTES,
+) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """One unit vector per layer: ``[L, hidden]`` float32 on CPU and ``{str(layer): train info}``.
+
+    ``pos`` is ``[L, n_pos, hidden]`` and ``neg`` ``[L, n_neg, hidden]``, row ``i`` of
+    both being layer ``layers[i]``; any float dtype, on any (one) device. Computation runs
+    on that device in float32 (gradient, mean_diff, as the per-layer methods) or float64.
+    Raises ``ValueError`` for an unknown method, bad shapes, or a degenerate layer.
+    """
+    fn = _get_batched_method(method)
+    layers = tuple(int(layer) for layer in layers)
+    _validate(pos, neg, layers)
+    result = fn(pos.detach(), neg.detach(), settings, layers, chunk_bytes)
+    vectors = result.vectors.to("cpu", torch.float32)  # [L, hidden]
+    info_cpu = {key: value.detach().to("cpu", torch.float64) for key, value in result.info.items()}  # key -> [L]
+    info = {str(layer): {key: float(value[i]) for key, value in info_cpu.items()} for i, layer in enumerate(layers)}
+    return vectors, info
+
+
+def _get_batched_method(name: str) -> BatchedMethod:
+    try:
+        return BATCHED_METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method '{name}'; available: {', '.join(BATCHED_METHODS)}") from None
+
+
+def _validate(pos: torch.Tensor, neg: torch.Tensor, layers: tuple[int, ...]) -> None:
+    """The per-layer ``_prepare`` checks, lifted to ``[L, n, hidden]``, plus layer and device checks."""
+    if pos.ndim != 3 or neg.ndim != 3:
+        raise ValueError(
+            f"pos and neg must be 3-D [layers, n, hidden]; got {tuple(pos.shape)} and {tuple(neg.shape)}"
+        )
+    if pos.shape[2] != neg.shape[2]:
+        raise ValueError(f"hidden size mismatch: pos has {pos.shape[2]}, neg has {neg.shape[2]}")
+    if pos.shape[1] == 0 or neg.shape[1] == 0:
+        raise ValueError("pos and neg must each contain at least one row")
+    if not (pos.shape[0] == neg.shape[0] == len(layers)):
+        raise ValueError(
+            f"layer count mismatch: pos has {pos.shape[0]}, neg has {neg.shape[0]}, layers has {len(layers)}"
+        )
+    if len(layers) == 0:
+        raise ValueError("at least one layer is required")
+    if pos.device != neg.device:
+        raise ValueError(f"pos and neg must be on the same device; got {pos.device} and {neg.device}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _layer_chunks(n_layers: int, bytes_per_layer: int, chunk_bytes: int) -> Iterator[slice]:
+    """Consecutive layer slices whose working copies take about ``chunk_bytes`` (at least one layer each)."""
+    size = max(1, chunk_bytes // max(1, bytes_per_layer))
+    for start in range(0, n_layers, size):
+        yield slice(start, min(start + size, n_layers))
+
+
+def _unit_rows(vectors: torch.Tensor, what: str, layers: tuple[int, ...]) -> torch.Tensor:
+    """Rows as float32 unit vectors (normalised in float64); a zero or non-finite row is an error."""
+    v = vectors.detach().to(torch.float64)  # [L, hidden]
+    norms = torch.linalg.vector_norm(v, dim=-1, keepdim=True)  # [L, 1]
+    bad = (~torch.isfinite(norms) | (norms == 0)).squeeze(-1)  # [L]
+    if bool(bad.any()):
+        bad_layers = [layers[i] for i in torch.nonzero(bad).flatten().tolist()]
+        raise ValueError(f"{what}: direction has zero or non-finite norm (layers {bad_layers})")
+    return (v / norms).to(torch.float32)
+
+
+def _class_mean_gap(pos: torch.Tensor, neg: torch.Tensor, chunk_bytes: int) -> torch.Tensor:
+    """``mean(pos) - mean(neg)`` per layer in float32, as the per-layer methods compute it: ``[L, hidden]``."""
+    n_layers, n_pos, hidden = pos.shape
+    gap = torch.empty(n_layers, hidden, dtype=torch.float32, device=pos.device)  # [L, hidden]
+    bytes_per_layer = 4 * hidden * max(n_pos, neg.shape[1])
+    for chunk in _layer_chunks(n_layers, bytes_per_layer, chunk_bytes):
+        gap[chunk] = pos[chunk].to(torch.float32).mean(dim=1) - neg[chunk].to(torch.float32).mean(dim=1)
+    return gap
+
+
+# --------------------------------------------------------------------------- mean_diff
+
+
+def _mean_diff(
+    pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
+) -> BatchResult:
+    """Difference of class means, normalised."""
+    gap = _class_mean_gap(pos, neg, chunk_bytes)  # [L, hidden]
+    return BatchResult(vectors=_unit_rows(gap, "mean_diff", layers), info={})
+
+
+# --------------------------------------------------------------------------- pca
+
+
+def _pca(
+    pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
+) -> BatchResult:
+    """Top right-singular vector of the UNCENTERED paired differences ``D = pos - neg``, per layer.
+
+    The squared singular values of ``D`` are the eigenvalues of ``D D^T`` (``n x n``) and of
+    ``D^T D`` (``hidden x hidden``); the smaller one is decomposed. With ``D D^T u = s^2 u``
+    the right-singular vector is ``D^T u / s``. The sign is fixed towards the positive class.
+    """
+    n_layers, n_pairs, hidden = pos.shape
+    if n_pairs != neg.shape[1]:
+        raise ValueError(f"pca needs paired examples (n_pos == n_neg); got n_pos={n_pairs}, n_neg={neg.shape[1]}")
+    device = pos.device
+    vectors = torch.empty(n_layers, hidden, dtype=torch.float64, device=device)  # [L, hidden]
+    top = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] largest s^2
+    energy = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] sum of s^2
+    for chunk in _layer_chunks(n_layers, 8 * n_pairs * hidden, chunk_bytes):
+        # The difference in float32 first, as the per-layer method does, then float64.
+        diffs = (pos[chunk].to(torch.float32) - neg[chunk].to(torch.float32)).to(torch.float64)  # [l, n, hidden]
+        if n_pairs <= hidden:
+            gram = diffs @ diffs.mT  # [l, n, n]
+            eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending: [l, n], [l, n, n]
+            direction = (diffs.mT @ eigenvectors[:, :, -1:]).squeeze(-1)  # [l, hidden] = s_1 * v_1
+        else:
+            gram = diffs.mT @ diffs  # [l, hidden, hidden]
+            eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # [l, hidden], [l, hidden, hidden]
+            direction = eigenvectors[:, :, -1]  # [l, hidden]
+        separation = (diffs.mean(dim=1) * direction).sum(dim=-1)  # [l]: mean(pos) - mean(neg) along it
+        vectors[chunk] = torch.where(separation.unsqueeze(-1) < 0, -direction, direction)
+        top[chunk] = eigenvalues[:, -1]
+        energy[chunk] = torch.diagonal(gram, dim1=-2, dim2=-1).sum(dim=-1)  # trace = sum of s^2
+    empty = energy == 0
+    if bool(empty.any()):
+        bad_layers = [layers[i] for i in torch.nonzero(empty).flatten().tolist()]
+        raise ValueError(f"pca: paired differences are all zero (layers {bad_layers})")
+    return BatchResult(vectors=_unit_rows(vectors, "pca", layers), info={"explained_variance_ratio": top / energy})
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def _probe_features(x: torch.Tensor, scaling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale float64 activations ``[l, n, hidden]`` in place as the per-layer probe does.
+
+    Returns the features and, for ``standardize``, the per-dimension sd ``[l, hidden]`` that
+    maps z-space coefficients back to activation space (``w = coef / sd``).
+    """
+    if scaling == "row_norm":
+        x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True) + _NORM_EPS)  # [l, n, hidden]
+        return x, None
+    mu = x.mean(dim=1, keepdim=True)  # [l, 1, hidden]
+    sd = x.std(dim=1, correction=0, keepdim=True).clamp_min_(_SD_FLOOR)  # [l, 1, hidden]
+    x.sub_(mu).div_(sd)  # [l, n, hidden]
+    return x, sd.squeeze(1)
+
+
+def _softplus(z: torch.Tensor) -> torch.Tensor:
+    """``log(1 + exp(z))`` without overflow and without torch's linear cut-off above 20."""
+    return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
+
+
+@dataclass(frozen=True)
+class _LogisticData:
+    """Labels and balanced weights shared by every layer: ``s_i = n / (2 n_class(i))``."""
+
+    sign: torch.Tensor  # [n] +1 for pos, -1 for neg
+    weight: torch.Tensor  # [n]
+    inv_c: float  # 1 / C
+
+
+def _logistic_data(n_pos: int, n_neg: int, c: float, device: torch.device) -> _LogisticData:
+    n = n_pos + n_neg
+    sign = torch.cat([torch.ones(n_pos, dtype=torch.float64), -torch.ones(n_neg, dtype=torch.float64)])  # [n]
+    weight = torch.cat(
+        [torch.full((n_pos,), n / (2 * n_pos), dtype=torch.float64), torch.full((n_neg,), n / (2 * n_neg), dtype=torch.float64)]
+    )  # [n]; scikit-learn's class_weight="balanced"
+    return _LogisticData(sign=sign.to(device), weight=weight.to(device), inv_c=1.0 / c)
+
+
+def _objective(margins: torch.Tensor, penalty_sq: torch.Tensor, data: _LogisticData) -> torch.Tensor:
+    """``sum_i s_i log(1 + exp(-y_i m_i)) + ||w||^2 / (2C)`` per layer: ``[l]``.
+
+    scikit-learn (lbfgs) minimises this divided by ``sum_i s_i``, which has the same optimum.
+    """
+    return (data.weight * _softplus(-data.sign * margins)).sum(dim=-1) + 0.5 * data.inv_c * penalty_sq
+
+
+def _loss_derivatives(margins: torch.Tensor, data: _LogisticData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted first and second derivatives of the loss with respect to the margins: ``[l, n]`` each."""
+    p_wrong = torch.sigmoid(-data.sign * margins)  # [l, n] probability given to the wrong class
+    first = -data.weight * data.sign * p_wrong
+    second = data.weight * p_wrong * torch.sigmoid(data.sign * margins)
+    return first, second
+
+
+def _dual_newton_direction(
+    gram: torch.Tensor, alpha: torch.Tensor, first: torch.Tensor, second: torch.Tensor, data: _LogisticData
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Newton step for ``w = X^T alpha`` and the intercept, in the span of the rows.
+
+    The w-space Newton system ``(X^T S X + I/C) dw + X^T S 1 db = -(X^T r + w/C)``,
+    ``1^T S X dw + 1^T S 1 db = -1^T r`` with ``dw = X^T d_alpha`` reduces (push-through
+    identity) to the ``(n+1) x (n+1)`` system solved here, using only ``K = X X^T``.
+    ``S`` = diag(second), ``r`` = first. It is non-singular whenever ``S > 0``; a tiny
+    ridge on the intercept entry keeps it so when every point saturates.
+    Returns ``d_alpha [l, n]``, ``d_b [l]`` and ``K d_alpha [l, n]``.
+    """
+    n_layers, n = alpha.shape
+    system = torch.empty(n_layers, n + 1, n + 1, dtype=torch.float64, device=gram.device)  # [l, n+1, n+1]
+    system[:, :n, :n] = second.unsqueeze(-1) * gram  # S K
+    system[:, :n, :n].diagonal(dim1=-2, dim2=-1).add_(data.inv_c)  # + I / C
+    system[:, :n, n] = second  # S 1
+    system[:, n, :n] = (second.unsqueeze(1) @ gram).squeeze(1)  # 1^T S K
+    system[:, n, n] = second.sum(dim=-1) * (1 + 1e-12) + 1e-300  # 1^T S 1 (+ ridge)
+    rhs = -torch.cat([first + data.inv_c * alpha, first.sum(dim=-1, keepdim=True)], dim=-1)  # [l, n+1]
+    step = torch.linalg.solve(system, rhs)  # [l, n+1]
+    d_alpha, d_b = step[:, :n], step[:, n]
+    return d_alpha, d_b, (gram @ d_alpha.unsqueeze(-1)).squeeze(-1)
+
+
+def _primal_newton_direction(
+    features: torch.Tensor, w: torch.Tensor, first: torch.Tensor, second: torch.Tensor, data: _LogisticData
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Newton step on ``(w, b)`` directly (``hidden < n``). Returns ``d_w [l, hidden]``, ``d_b [l]``, ``X d_w [l, n]``."""
+    n_layers, n, hidden = features.shape
+    design = torch.cat([features, torch.ones(n_layers, n, 1, dtype=torch.float64, device=features.device)], dim=-1)  # [l, n, hidden+1]
+    hessian = design.mT @ (second.unsqueeze(-1) * design)  # [l, hidden+1, hidden+1]
+    hessian[:, :hidden, :hidden].diagonal(dim1=-2, dim2=-1).add_(data.inv_c)
+    hessian[:, hidden, hidden] += 1e-300
+    gradient = (design.mT @ first.unsqueeze(-1)).squeeze(-1)  # [l, hidden+1]
+    gradient[:, :hidden] += data.inv_c * w
+    step = torch.linalg.solve(hessian, -gradient)  # [l, hidden+1]
+    d_w, d_b = step[:, :hidden], step[:, hidden]
+    return d_w, d_b, (features @ d_w.unsqueeze(-1)).squeeze(-1)
+
+
+def _fit_balanced_logistic(
+    features: torch.Tensor, data: _LogisticData, max_iter: int, layers: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regularised optimum per layer by damped Newton. Returns ``w [l, hidden]`` and the margins ``[l, n]``.
+
+    The parameter is ``alpha`` (``w = X^T alpha``, ``n <= hidden``) or ``w`` itself. Both share
+    the line search: along a step, margins move linearly (``m + t dm``) and ``||w||^2`` is a
+    quadratic ``q0 + 2 t q1 + t^2 q2``, so each trial step costs O(n) per layer.
+    Converged layers drop out of the batch.
+    """
+    n_layers, n, hidden = features.shape
+    dual = n <= hidden
+    gram = features @ features.mT if dual else None  # [l, n, n]
+    params = torch.zeros(n_layers, n if dual else hidden, dtype=torch.float64, device=features.device)  # alpha or w
+    intercept = torch.zeros(n_layers, dtype=torch.float64, device=features.device)  # [l]
+    linear = torch.zeros(n_layers, n, dtype=torch.float64, device=features.device)  # [l, n]: K alpha or X w
+    active = torch.arange(n_layers, device=features.device)  # rows still iterating
+    for _ in range(max_iter):
+        if active.numel() == 0:
+            break
+        p, b, lin = params[active], intercept[active], linear[active]
+        margins = lin + b.unsqueeze(-1)  # [a, n]
+        first, second = _loss_derivatives(margins, data)
+        if dual:
+            d_p, d_b, d_lin = _dual_newton_direction(gram[active], p, first, second, data)
+        else:
+            d_p, d_b, d_lin = _primal_newton_direction(features[active], p, first, second, data)
+        d_margins = d_lin + d_b.unsqueeze(-1)  # [a, n]
+        # ||w||^2 along the step: dual w = X^T alpha gives alpha^T K alpha etc.
+        q0 = (p * lin).sum(-1) if dual else (p * p).sum(-1)  # [a]
+        q1 = (p * d_lin).sum(-1) if dual else (p * d_p).sum(-1)
+        q2 = (d_p * d_lin).sum(-1) if dual else (d_p * d_p).sum(-1)
+        slope = (first * d_margins).sum(-1) + data.inv_c * q1  # [a] directional derivative = -decrement^2
+        decrement = (-slope).clamp_min(0)
+        # ||dw||^2 <= C * decrement^2 since the Hessian is >= I / C in w-space.
+        done = decrement / data.inv_c <= (_NEWTON_RTOL**2) * q0.clamp_min(1e-300)
+        t = _armijo_steps(margins, d_margins, q0, q1, q2, slope, data, accept=done)  # [a]
+        stalled = (t == 0) & ~done
+        params[active] = p + t.unsqueeze(-1) * d_p
+        intercept[active] = b + t * d_b
+        linear[active] = lin + t.unsqueeze(-1) * d_lin
+        finished = done | stalled
+        if bool(stalled.any()):
+            stalled_layers = [layers[i] for i in active[stalled].tolist()]
+            warnings.warn(f"probe: line search stalled before convergence at layers {stalled_layers}", stacklevel=3)
+        active = active[~finished]
+    else:
+        if active.numel() > 0:
+            warnings.warn(
+                f"probe: Newton did not converge in {max_iter} iterations at layers {[layers[i] for i in active.tolist()]}",
+                stacklevel=3,
+            )
+    w = (features.mT @ params.unsqueeze(-1)).squeeze(-1) if dual else params  # [l, hidden]
+    return w, linear + intercept.unsqueeze(-1)
+
+
+def _armijo_steps(
+    margins: torch.Tensor,
+    d_margins: torch.Tensor,
+    q0: torch.Tensor,
+    q1: torch.Tensor,
+    q2: torch.Tensor,
+    slope: torch.Tensor,
+    data: _LogisticData,
+    accept: torch.Tensor,
+) -> torch.Tensor:
+    """Backtracking step lengths ``[a]`` (1, 1/2, ...) meeting the Armijo condition; 0 where none does.
+
+    Rows in ``accept`` (already converged: the change is below float64 noise) take the full step.
+    """
+    base = _objective(margins, q0, data)  # [a]
+    t = torch.ones_like(slope)
+    settled = accept.clone()
+    for _ in range(_MAX_HALVINGS):
+        trial = _objective(margins + t.unsqueeze(-1) * d_margins, q0 + 2 * t * q1 + t * t * q2, data)
+        settled |= trial <= base + _ARMIJO * t * slope
+        if bool(settled.all()):
+            return t
+        t = torch.where(settled, t, 0.5 * t)
+    return torch.where(settled, t, torch.zeros_like(t))
+
+
+def _probe(
+    pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
+) -> BatchResult:
+    """L2 logistic-regression probe (balanced class weights) per layer; the direction is its weight vector.
+
+    Same problem, scalings and back-mapping as ``trait_interp.methods.probe`` (see there for
+    why ``standardize`` exists), solved to float64 precision instead of lbfgs's ``tol``.
+    """
+    if settings.probe_scaling not in _PROBE_SCALINGS:
+        raise ValueError(f"unknown probe_scaling '{settings.probe_scaling}'; available: {', '.join(_PROBE_SCALINGS)}")
+    n_layers, n_pos, hidden = pos.shape
+    n_neg = neg.shape[1]
+    data = _logistic_data(n_pos, n_neg, settings.probe_c, pos.device)
+    vectors = torch.empty(n_layers, hidden, dtype=torch.float64, device=pos.device)  # [L, hidden]
+    accuracy = torch.empty(n_layers, dtype=torch.float64, device=pos.device)  # [L]
+    bytes_per_layer = 8 * (n_pos + n_neg) * hidden
+    for chunk in _layer_chunks(n_layers, bytes_per_layer, chunk_bytes):
+        x = torch.cat([pos[chunk], neg[chunk]], dim=1).to(torch.float64)  # [l, n, hidden]
+        features, sd = _probe_features(x, settings.probe_scaling)
+        w, margins = _fit_balanced_logistic(features, data, settings.probe_max_iter, layers[chunk])
+        vectors[chunk] = w if sd is None else w / sd  # [l, hidden]
+        # scikit-learn predicts the positive class where the decision function is > 0.
+        accuracy[chunk] = ((margins > 0) == (data.sign > 0)).to(torch.float64).mean(dim=-1)
+        del x, features
+    return BatchResult(vectors=_unit_rows(vectors, "probe", layers), info={"train_accuracy": accuracy})
+
+
+# --------------------------------------------------------------------------- gradient
+
+
+def _gradient(
+    pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
+) -> BatchResult:
+    """Adam on ``-(mean(pos @ w_hat) - mean(neg @ w_hat)) + 0.01 ||w||`` per layer, run to convergence.
+
+    The objective, start point (``N(0, I)`` from a CPU generator seeded ``seed + layer``),
+    Adam settings and stopping rule are those of ``trait_interp.methods.gradient``. All
+    layers step together; a layer leaves the batch (and stops updating) once
+    ``1 - cos(w_t, w_{t-1}) < gradient_tolerance`` for 10 consecutive steps.
+    info: ``steps``, ``converged`` (1.0/0.0), ``final_separation``.
+    """
+    gap = _class_mean_gap(pos, neg, chunk_bytes)  # [L, hidden] float32
+    hidden = gap.shape[1]
+    start = torch.stack(
+        [torch.randn(hidden, generator=torch.Generator().manual_seed(settings.seed + layer), dtype=torch.float32) for layer in layers]
+    ).to(gap.device)  # [L, hidden], drawn on CPU as the per-layer method does
+    n_layers = len(layers)
+    final = torch.empty_like(start)  # [L, hidden]
+    steps = torch.zeros(n_layers, dtype=torch.float64)
+    converged = torch.zeros(n_layers, dtype=torch.float64)
+    # On a GPU one batch of all layers is best (launch-bound); on CPU small blocks keep Adam's state in cache.
+    block = n_layers if gap.device.type != "cpu" else max(1, _ADAM_BLOCK_BYTES // (7 * 4 * hidden))
+    for begin in range(0, n_layers, block):
+        rows = slice(begin, min(begin + block, n_layers))
+        final[rows], steps[rows], converged[rows] = _adam_to_convergence(gap[rows], start[rows], settings)
+    vectors = _unit_rows(final, "gradient", layers)  # [L, hidden]
+    # One 1-D dot per layer, as the per-layer method reports it (a batched sum rounds differently).
+    separation = torch.stack([gap[i] @ vectors[i] for i in range(n_layers)])  # [L]
+    return BatchResult(vectors=vectors, info={"steps": steps, "converged": converged, "final_separation": separation})
+
+
+@dataclass
+class _AdamState:
+    """Adam state of the active rows plus preallocated work buffers (all ``[a, hidden]`` unless noted)."""
+
+    w: torch.Tensor
+    gap: torch.Tensor
+    neg_gap: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    previous: torch.Tensor  # float64 w_{t-1} (unnormalised)
+    previous_norm: torch.Tensor  # [a] float64
+    calm: torch.Tensor  # [a] int64: consecutive sub-tolerance steps
+    norm: torch.Tensor  # [a, 1]
+    unit: torch.Tensor
+    work: torch.Tensor
+    grad: torch.Tensor
+    current: torch.Tensor  # float64
+
+    @classmethod
+    def start(cls, gap: torch.Tensor, w: torch.Tensor) -> _AdamState:
+        w = w.clone()
+        # The per-layer loop compares the first step with the start point normalised in float32
+        # and takes that as unit; later iterates it normalises in float64.
+        previous = (w / torch.linalg.vector_norm(w, dim=-1, keepdim=True)).to(torch.float64)
+        return cls._with_buffers(
+            w=w,
+            gap=gap.clone(),
+            neg_gap=-gap,
+            exp_avg=torch.zeros_like(w),
+            exp_avg_sq=torch.zeros_like(w),
+            previous=previous,
+            previous_norm=torch.ones(w.shape[0], dtype=torch.float64, device=w.device),
+            calm=torch.zeros(w.shape[0], dtype=torch.int64, device=w.device),
+        )
+
+    @classmethod
+    def _with_buffers(cls, **tensors: torch.Tensor) -> _AdamState:
+        w = tensors["w"]
+        return cls(
+            **tensors,
+            norm=torch.empty(w.shape[0], 1, dtype=w.dtype, device=w.device),
+            unit=torch.empty_like(w),
+            work=torch.empty_like(w),
+            grad=torch.empty_like(w),
+            current=torch.empty_like(w, dtype=torch.float64),
+        )
+
+    def keep(self, rows: torch.Tensor) -> _AdamState:
+        """The state restricted to ``rows`` (a boolean mask over the active rows)."""
+        names = ("w", "gap", "neg_gap", "exp_avg", "exp_avg_sq", "previous", "previous_norm", "calm")
+        return _AdamState._with_buffers(**{name: getattr(self, name)[rows] for name in names})
+
+    def step(self, step: int, lr: float) -> torch.Tensor:
+        """One Adam step on every active row; returns ``1 - cos(w_t, w_{t-1})`` per row ``[a]`` (float64).
+
+        Every float32 operation is the one the per-layer loop performs (autograd's gradient of
+        ``-(g . w / s) + 0.01 s``, then torch's single-tensor Adam), in buffers reused across steps.
+        """
+        w, norm, unit, work, grad = self.w, self.norm, self.unit, self.work, self.grad
+        torch.linalg.vector_norm(w, dim=-1, keepdim=True, out=norm)  # [a, 1] s
+        torch.div(w, norm, out=unit)  # w / s
+        torch.div(unit, norm, out=work).mul_(self.gap)  # g * ((w / s) / s)
+        inner = work.sum(dim=-1, keepdim=True)  # [a, 1]
+        torch.div(self.neg_gap, norm, out=grad)  # (-g) / s
+        grad.add_(torch.mul(unit, inner + _GRADIENT_NORM_PENALTY, out=work))  # + (w / s) * (0.01 + inner)
+
+        self.exp_avg.lerp_(grad, 1 - _ADAM_BETA1)
+        self.exp_avg_sq.mul_(_ADAM_BETA2).addcmul_(grad, grad, value=1 - _ADAM_BETA2)
+        step_size = lr / (1 - _ADAM_BETA1**step)
+        denom = torch.sqrt(self.exp_avg_sq, out=work).div_((1 - _ADAM_BETA2**step) ** 0.5).add_(_ADAM_EPS)
+        w.addcdiv_(self.exp_avg, denom, value=-step_size)
+
+        current = self.current.copy_(w)  # float64
+        current_norm = torch.linalg.vector_norm(current, dim=-1)  # [a]
+        dot = (current * self.previous).sum(dim=-1)  # [a]
+        change = 1.0 - dot / (current_norm * self.previous_norm)
+        self.current, self.previous, self.previous_norm = self.previous, current, current_norm
+        return change
+
+
+def _adam_to_convergence(
+    gap: torch.Tensor, start: torch.Tensor, settings: MethodSettings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched ``torch.optim.Adam`` from ``start [b, hidden]``, float32 op for op as the per-layer loop.
+
+    Adam near this optimum keeps oscillating (the norm penalty keeps shrinking ``||w||``, so
+    Adam's per-coordinate steps grow relative to it), and where it does not converge within
+    ``gradient_max_steps`` the last iterate is sensitive to the last bit of every step. So the
+    loss gradient is written exactly as autograd evaluates it for the per-layer loss
+    ``-(g . w / s) + 0.01 s`` (``s = ||w||``): ``(-g) / s + (w / s) * (0.01 + sum(g * ((w / s) / s)))``,
+    and the Adam update is torch's single-tensor formula. Row-wise norms and sums over the
+    last dimension give the same bits as torch's 1-D reductions on CPU, so on CPU every
+    layer follows the per-layer trajectory bit for bit. The convergence test,
+    ``1 - cos(w_t, w_{t-1})`` in float64, may differ from the per-layer BLAS dot by ~1e-16.
+    Returns the final ``w [b, hidden]``, ``steps [b]`` and ``converged [b]`` (float64, CPU).
+    """
+    n_rows = gap.shape[0]
+    final = torch.empty_like(start)
+    steps = torch.zeros(n_rows, dtype=torch.float64)
+    converged = torch.zeros(n_rows, dtype=torch.float64)
+
+    state = _AdamState.start(gap, start)
+    rows = torch.arange(n_rows)  # [a] original row of each active row (CPU)
+    for step in range(1, settings.gradient_max_steps + 1):
+        change = state.step(step, settings.gradient_lr)  # [a]
+        state.calm = torch.where(change < settings.gradient_tolerance, state.calm + 1, torch.zeros_like(state.calm))
+        stop = state.calm >= _GRADIENT_PATIENCE  # [a]
+        if step == settings.gradient_max_steps:
+            stop = torch.ones_like(stop)
+        if bool(stop.any()):
+            stop_cpu = stop.cpu()
+            done_rows = rows[stop_cpu]
+            final[done_rows.to(state.w.device)] = state.w[stop]
+            steps[done_rows] = float(step)
+            converged[done_rows] = (state.calm[stop] >= _GRADIENT_PATIENCE).to("cpu", torch.float64)
+            if bool(stop_cpu.all()):
+                break
+            state = state.keep(~stop)
+            rows = rows[~stop_cpu]
+    return final, steps, converged
+
+
+# --------------------------------------------------------------------------- random_baseline
+
+
+def _random_baseline(
+    pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
+) -> BatchResult:
+    """Seeded random unit vectors (seed * 1000 + layer), bit-identical to the per-layer method."""
+    hidden = pos.shape[2]
+    rows = []
+    for layer in layers:
+        generator = torch.Generator().manual_seed(settings.seed * 1000 + layer)
+        draw = torch.randn(hidden, generator=generator, dtype=torch.float32).to(torch.float64)  # [hidden]
+        rows.append((draw / torch.linalg.vector_norm(draw)).to(torch.float32))  # 1-D norm, as the per-layer method
+    return BatchResult(vectors=torch.stack(rows), info={})
+
+
+BATCHED_METHODS: dict[str, BatchedMethod] = {
+    "probe": _probe,
+    "mean_diff": _mean_diff,
+    "gradient": _gradient,
+    "pca": _pca,
+    "random_baseline": _random_baseline,
+}
