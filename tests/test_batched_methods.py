@@ -166,6 +166,24 @@ def test_probe_separable_weak_penalty_reaches_the_optimum(scaling: str, n_pos: i
         assert info[str(layer)]["train_accuracy"] == exact_accuracy == 1.0
 
 
+def test_probe_after_set_num_threads() -> None:
+    """Batched LU on CPU breaks once ``torch.set_num_threads(2)`` has been called (pytorch#142815);
+    the probe's Newton systems (here 160 x 160 in the row span, 177 x 177 in the primal) must not."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for n_pos, n_neg, hidden in ((90, 70, 256), (110, 90, 176)):
+            stack = _stack(n_pos, n_neg, hidden, (0.3, 0.6), seed=21)
+            settings = methods.MethodSettings(probe_scaling="standardize")
+            vectors, info = _extract(stack, "probe", settings)
+            for i, layer in enumerate(stack.layers):
+                exact_w, exact_accuracy = _sklearn_probe(stack.pos[i], stack.neg[i], settings, tol=1e-10)
+                assert _cos(vectors[i], torch.from_numpy(exact_w)) >= 1 - 1e-9
+                assert info[str(layer)]["train_accuracy"] == exact_accuracy
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_probe_matches_todays_method_on_separable_data() -> None:
     """Against ``trait_interp.methods.probe`` itself (lbfgs at tol 1e-4): vectors and train accuracy."""
     stack = _stack(30, 30, 256, (0.5, 1.5), seed=5)
@@ -202,7 +220,7 @@ def test_matches_per_layer_with_unequal_classes(method: str, dtype: torch.dtype)
 
 # n_pairs < hidden decomposes D D^T, n_pairs > hidden D^T D.
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize(("n_pairs", "hidden"), ((20, 256), (120, 48)))
+@pytest.mark.parametrize(("n_pairs", "hidden"), ((20, 256), (60, 32)))
 def test_pca_matches_per_layer(n_pairs: int, hidden: int, dtype: torch.dtype) -> None:
     stack = _stack(n_pairs, n_pairs, hidden, (0.5, 1.0, 2.0), seed=7, dtype=dtype)
     vectors, info = _extract(stack, "pca", methods.MethodSettings())
@@ -237,15 +255,16 @@ def test_pca_all_zero_differences_raise() -> None:
 def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     """Same start, Adam steps and stopping rule as the per-layer loop, layer by layer.
 
-    With ``gradient_max_steps=300`` the first (weak-signal, massive-dims) layer is still
-    oscillating when the budget runs out, while the others converge after ~170 steps, so
-    layers leave the batch at different steps and one never converges.
+    With ``gradient_max_steps=200`` the first (weak-signal, massive-dims) layer is still
+    oscillating when the budget runs out, while the second converges after ~170 steps, so
+    one layer leaves the batch early and one never converges. (Two layers only: the
+    per-layer reference loop is slow.)
     """
-    stack = _stack(25, 15, 128, (0.5, 1.0, 3.0), seed=12, dtype=dtype)
-    settings = methods.MethodSettings(seed=2, gradient_max_steps=300)
+    stack = _stack(25, 15, 128, (0.5, 1.0), seed=12, dtype=dtype)
+    settings = methods.MethodSettings(seed=2, gradient_max_steps=200)
     vectors, info = _extract(stack, "gradient", settings)
     results = _per_layer(stack, "gradient", settings)
-    assert [result.info["converged"] for result in results] == [0.0, 1.0, 1.0]  # both kinds of layer exercised
+    assert [result.info["converged"] for result in results] == [0.0, 1.0]  # both kinds of layer exercised
     for i, result in enumerate(results):
         layer_info = info[str(stack.layers[i])]
         assert _cos(vectors[i], result.vector) >= 0.999
@@ -259,9 +278,10 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
 # --------------------------------------------------------------------------- contract
 
 
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16, torch.float64), ids=str)
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_output_contract(method: str) -> None:
-    stack = _stack(12, 12, 32, (1.0, 2.0), seed=14, dtype=torch.bfloat16, massive=False)
+def test_output_contract(method: str, dtype: torch.dtype) -> None:
+    stack = _stack(12, 12, 32, (1.0, 2.0), seed=14, dtype=dtype, massive=False)
     settings = methods.MethodSettings(gradient_max_steps=50)
     vectors, info = _extract(stack, method, settings)
     assert vectors.dtype == torch.float32 and vectors.device.type == "cpu"

@@ -56,6 +56,7 @@ _ADAM_BLOCK_BYTES = 2 * 2**20  # CPU: Adam state per layer block, small enough t
 # Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
 _NEWTON_RTOL = 1e-10
 _ARMIJO = 1e-4
+_CURVATURE_FLOOR = 1e-200  # floor on the loss curvature s_i p_i (1 - p_i) in the Newton system
 _MAX_HALVINGS = 60
 
 
@@ -264,43 +265,70 @@ def _loss_derivatives(margins: torch.Tensor, data: _LogisticData) -> tuple[torch
     return first, second
 
 
+def _cholesky(matrix: torch.Tensor, what: str) -> torch.Tensor:
+    """Batched Cholesky factor of symmetric positive definite ``[a, k, k]`` matrices.
+
+    Where rounding leaves a matrix not numerically positive definite, a growing multiple of
+    its mean diagonal is added (a positive definite Hessian substitute still gives a
+    descent direction and leaves the optimum unchanged). Cholesky rather than LU: batched
+    LU on CPU is unreliable once ``torch.set_num_threads`` > 1 has been called (MKL
+    ``DLASWP`` errors and wrong results, pytorch/pytorch#142815).
+    """
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    scale = matrix.diagonal(dim1=-2, dim2=-1).mean(dim=-1).abs().clamp_min(1e-300)  # [a]
+    jitter = 1e-14
+    while bool((info > 0).any()):
+        if jitter > 1e-2:
+            raise ValueError(f"{what}: Newton system is not positive definite")
+        failed = info > 0  # [a]
+        repaired = matrix[failed] + (jitter * scale[failed])[:, None, None] * torch.eye(
+            matrix.shape[-1], dtype=matrix.dtype, device=matrix.device
+        )
+        factor_failed, info_failed = torch.linalg.cholesky_ex(repaired)
+        factor[failed], info[failed] = factor_failed, info_failed
+        jitter *= 100
+    return factor
+
+
 def _dual_newton_direction(
     gram: torch.Tensor, alpha: torch.Tensor, first: torch.Tensor, second: torch.Tensor, data: _LogisticData
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Newton step for ``w = X^T alpha`` and the intercept, in the span of the rows.
 
     The w-space Newton system ``(X^T S X + I/C) dw + X^T S 1 db = -(X^T r + w/C)``,
-    ``1^T S X dw + 1^T S 1 db = -1^T r`` with ``dw = X^T d_alpha`` reduces (push-through
-    identity) to the ``(n+1) x (n+1)`` system solved here, using only ``K = X X^T``.
-    ``S`` = diag(second), ``r`` = first. It is non-singular whenever ``S > 0``; a tiny
-    ridge on the intercept entry keeps it so when every point saturates.
-    Returns ``d_alpha [l, n]``, ``d_b [l]`` and ``K d_alpha [l, n]``.
+    ``1^T S X dw + 1^T S 1 db = -1^T r`` (``S`` = diag(second), ``r`` = first) with
+    ``dw = X^T d_alpha`` reduces by the push-through identity to
+    ``(S K + I/C) d_alpha + S 1 db = -(r + alpha/C)`` and ``1^T S K d_alpha + 1^T S 1 db = -1^T r``
+    (``K = X X^T``). Dividing the first by ``S`` and subtracting it from the second gives
+    the symmetric bordered system ``(K + D) d_alpha + 1 db = h``, ``1^T d_alpha = -1^T alpha``
+    with ``D = 1 / (C S)``, ``h = -(r + alpha/C) / S``, solved by one Cholesky factorisation
+    of ``K + D`` and the Schur complement for ``db``. ``S`` is floored so that saturated
+    points (``S`` ~ 0) keep ``D`` finite; that only changes the step, not the optimum.
+    Returns ``d_alpha [a, n]``, ``d_b [a]`` and ``K d_alpha [a, n]``.
     """
-    n_layers, n = alpha.shape
-    system = torch.empty(n_layers, n + 1, n + 1, dtype=torch.float64, device=gram.device)  # [l, n+1, n+1]
-    system[:, :n, :n] = second.unsqueeze(-1) * gram  # S K
-    system[:, :n, :n].diagonal(dim1=-2, dim2=-1).add_(data.inv_c)  # + I / C
-    system[:, :n, n] = second  # S 1
-    system[:, n, :n] = (second.unsqueeze(1) @ gram).squeeze(1)  # 1^T S K
-    system[:, n, n] = second.sum(dim=-1) * (1 + 1e-12) + 1e-300  # 1^T S 1 (+ ridge)
-    rhs = -torch.cat([first + data.inv_c * alpha, first.sum(dim=-1, keepdim=True)], dim=-1)  # [l, n+1]
-    step = torch.linalg.solve(system, rhs)  # [l, n+1]
-    d_alpha, d_b = step[:, :n], step[:, n]
+    curvature = second.clamp_min(_CURVATURE_FLOOR)  # [a, n]
+    system = gram + torch.diag_embed(data.inv_c / curvature)  # [a, n, n] K + D
+    factor = _cholesky(system, "probe")
+    rhs = torch.stack([-(first + data.inv_c * alpha) / curvature, torch.ones_like(alpha)], dim=-1)  # [a, n, 2]
+    p, q = torch.cholesky_solve(rhs, factor).unbind(dim=-1)  # [a, n] each: (K + D)^-1 h, (K + D)^-1 1
+    d_b = (p.sum(dim=-1) + alpha.sum(dim=-1)) / q.sum(dim=-1)  # [a]
+    d_alpha = p - q * d_b.unsqueeze(-1)  # [a, n]
     return d_alpha, d_b, (gram @ d_alpha.unsqueeze(-1)).squeeze(-1)
 
 
 def _primal_newton_direction(
     features: torch.Tensor, w: torch.Tensor, first: torch.Tensor, second: torch.Tensor, data: _LogisticData
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Newton step on ``(w, b)`` directly (``hidden < n``). Returns ``d_w [l, hidden]``, ``d_b [l]``, ``X d_w [l, n]``."""
+    """Newton step on ``(w, b)`` directly (``hidden < n``). Returns ``d_w [a, hidden]``, ``d_b [a]``, ``X d_w [a, n]``."""
     n_layers, n, hidden = features.shape
-    design = torch.cat([features, torch.ones(n_layers, n, 1, dtype=torch.float64, device=features.device)], dim=-1)  # [l, n, hidden+1]
-    hessian = design.mT @ (second.unsqueeze(-1) * design)  # [l, hidden+1, hidden+1]
+    ones = torch.ones(n_layers, n, 1, dtype=torch.float64, device=features.device)
+    design = torch.cat([features, ones], dim=-1)  # [a, n, hidden+1]
+    curvature = second.clamp_min(_CURVATURE_FLOOR)  # [a, n]
+    hessian = design.mT @ (curvature.unsqueeze(-1) * design)  # [a, hidden+1, hidden+1]
     hessian[:, :hidden, :hidden].diagonal(dim1=-2, dim2=-1).add_(data.inv_c)
-    hessian[:, hidden, hidden] += 1e-300
-    gradient = (design.mT @ first.unsqueeze(-1)).squeeze(-1)  # [l, hidden+1]
+    gradient = (design.mT @ first.unsqueeze(-1)).squeeze(-1)  # [a, hidden+1]
     gradient[:, :hidden] += data.inv_c * w
-    step = torch.linalg.solve(hessian, -gradient)  # [l, hidden+1]
+    step = torch.cholesky_solve(-gradient.unsqueeze(-1), _cholesky(hessian, "probe")).squeeze(-1)  # [a, hidden+1]
     d_w, d_b = step[:, :hidden], step[:, hidden]
     return d_w, d_b, (features @ d_w.unsqueeze(-1)).squeeze(-1)
 
