@@ -275,6 +275,17 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     assert torch.equal(vectors, torch.stack([result.vector for result in results]))
 
 
+@pytest.mark.parametrize("max_steps", (0, 1, 2))
+def test_gradient_tiny_step_budgets(max_steps: int) -> None:
+    """No step at all (the start point is returned) and budgets shorter than the patience."""
+    stack = _stack(6, 4, 16, (1.0, 2.0), seed=16, massive=False)
+    settings = methods.MethodSettings(gradient_max_steps=max_steps)
+    vectors, info = _extract(stack, "gradient", settings)
+    for i, result in enumerate(_per_layer(stack, "gradient", settings)):
+        assert torch.equal(vectors[i], result.vector)
+        assert info[str(stack.layers[i])] == result.info
+
+
 # --------------------------------------------------------------------------- contract
 
 

@@ -51,7 +51,8 @@ _ADAM_BETA2 = 0.999
 _ADAM_EPS = 1e-8
 
 _CHUNK_BYTES = 256 * 2**20  # float64 working copy of activations per layer chunk
-_ADAM_BLOCK_BYTES = 2 * 2**20  # CPU: Adam state per layer block, small enough to stay in cache
+_ADAM_BLOCK_BYTES = 8 * 2**20  # CPU: Adam state + buffers per layer block, about what fits in a last-level cache
+_ADAM_BYTES_PER_ELEMENT = 7 * 4 + 3 * 8  # seven float32 and three float64 [rows, hidden] tensors in _AdamState
 
 # Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
 _NEWTON_RTOL = 1e-10
@@ -466,7 +467,7 @@ def _gradient(
     steps = torch.zeros(n_layers, dtype=torch.float64)
     converged = torch.zeros(n_layers, dtype=torch.float64)
     # On a GPU one batch of all layers is best (launch-bound); on CPU small blocks keep Adam's state in cache.
-    block = n_layers if gap.device.type != "cpu" else max(1, _ADAM_BLOCK_BYTES // (7 * 4 * hidden))
+    block = n_layers if gap.device.type != "cpu" else max(1, _ADAM_BLOCK_BYTES // (_ADAM_BYTES_PER_ELEMENT * hidden))
     for begin in range(0, n_layers, block):
         rows = slice(begin, min(begin + block, n_layers))
         final[rows], steps[rows], converged[rows] = _adam_to_convergence(gap[rows], start[rows], settings)
@@ -481,8 +482,7 @@ class _AdamState:
     """Adam state of the active rows plus preallocated work buffers (all ``[a, hidden]`` unless noted)."""
 
     w: torch.Tensor
-    gap: torch.Tensor
-    neg_gap: torch.Tensor
+    neg_gap: torch.Tensor  # -g: the gradient's first term is (-g) / s
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
     previous: torch.Tensor  # float64 w_{t-1} (unnormalised)
@@ -493,6 +493,7 @@ class _AdamState:
     work: torch.Tensor
     grad: torch.Tensor
     current: torch.Tensor  # float64
+    product: torch.Tensor  # float64
 
     @classmethod
     def start(cls, gap: torch.Tensor, w: torch.Tensor) -> _AdamState:
@@ -502,7 +503,6 @@ class _AdamState:
         previous = (w / torch.linalg.vector_norm(w, dim=-1, keepdim=True)).to(torch.float64)
         return cls._with_buffers(
             w=w,
-            gap=gap.clone(),
             neg_gap=-gap,
             exp_avg=torch.zeros_like(w),
             exp_avg_sq=torch.zeros_like(w),
@@ -521,11 +521,12 @@ class _AdamState:
             work=torch.empty_like(w),
             grad=torch.empty_like(w),
             current=torch.empty_like(w, dtype=torch.float64),
+            product=torch.empty_like(w, dtype=torch.float64),
         )
 
     def keep(self, rows: torch.Tensor) -> _AdamState:
         """The state restricted to ``rows`` (a boolean mask over the active rows)."""
-        names = ("w", "gap", "neg_gap", "exp_avg", "exp_avg_sq", "previous", "previous_norm", "calm")
+        names = ("w", "neg_gap", "exp_avg", "exp_avg_sq", "previous", "previous_norm", "calm")
         return _AdamState._with_buffers(**{name: getattr(self, name)[rows] for name in names})
 
     def step(self, step: int, lr: float) -> torch.Tensor:
@@ -537,8 +538,9 @@ class _AdamState:
         w, norm, unit, work, grad = self.w, self.norm, self.unit, self.work, self.grad
         torch.linalg.vector_norm(w, dim=-1, keepdim=True, out=norm)  # [a, 1] s
         torch.div(w, norm, out=unit)  # w / s
-        torch.div(unit, norm, out=work).mul_(self.gap)  # g * ((w / s) / s)
-        inner = work.sum(dim=-1, keepdim=True)  # [a, 1]
+        # sum(g * ((w / s) / s)), as minus the sum of (-g) * ((w / s) / s): negation is exact.
+        torch.div(unit, norm, out=work).mul_(self.neg_gap)
+        inner = -work.sum(dim=-1, keepdim=True)  # [a, 1]
         torch.div(self.neg_gap, norm, out=grad)  # (-g) / s
         grad.add_(torch.mul(unit, inner + _GRADIENT_NORM_PENALTY, out=work))  # + (w / s) * (0.01 + inner)
 
@@ -550,7 +552,7 @@ class _AdamState:
 
         current = self.current.copy_(w)  # float64
         current_norm = torch.linalg.vector_norm(current, dim=-1)  # [a]
-        dot = (current * self.previous).sum(dim=-1)  # [a]
+        dot = torch.mul(current, self.previous, out=self.product).sum(dim=-1)  # [a]
         change = 1.0 - dot / (current_norm * self.previous_norm)
         self.current, self.previous, self.previous_norm = self.previous, current, current_norm
         return change
@@ -573,7 +575,7 @@ def _adam_to_convergence(
     Returns the final ``w [b, hidden]``, ``steps [b]`` and ``converged [b]`` (float64, CPU).
     """
     n_rows = gap.shape[0]
-    final = torch.empty_like(start)
+    final = start.clone()  # what is left after gradient_max_steps = 0
     steps = torch.zeros(n_rows, dtype=torch.float64)
     converged = torch.zeros(n_rows, dtype=torch.float64)
 
