@@ -221,9 +221,9 @@ def _probe_features(x: torch.Tensor, scaling: str) -> tuple[torch.Tensor, torch.
     if scaling == "row_norm":
         x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True) + _NORM_EPS)  # [l, n, hidden]
         return x, None
-    mu = x.mean(dim=1, keepdim=True)  # [l, 1, hidden]
-    sd = x.std(dim=1, correction=0, keepdim=True).clamp_min_(_SD_FLOOR)  # [l, 1, hidden]
-    x.sub_(mu).div_(sd)  # [l, n, hidden]
+    x.sub_(x.mean(dim=1, keepdim=True))  # [l, n, hidden] centred
+    sd = x.square().mean(dim=1, keepdim=True).sqrt_().clamp_min_(_SD_FLOOR)  # [l, 1, hidden]; population sd, as numpy
+    x.div_(sd)  # [l, n, hidden]
     return x, sd.squeeze(1)
 
 
@@ -250,12 +250,22 @@ def _logistic_data(n_pos: int, n_neg: int, c: float, device: torch.device) -> _L
     return _LogisticData(sign=sign.to(device), weight=weight.to(device), inv_c=1.0 / c)
 
 
-def _objective(margins: torch.Tensor, penalty_sq: torch.Tensor, data: _LogisticData) -> torch.Tensor:
-    """``sum_i s_i log(1 + exp(-y_i m_i)) + ||w||^2 / (2C)`` per layer: ``[l]``.
+def _objective_change(
+    margins: torch.Tensor, d_margins: torch.Tensor, t: torch.Tensor, q1: torch.Tensor, q2: torch.Tensor, data: _LogisticData
+) -> torch.Tensor:
+    """Change of ``sum_i s_i log(1 + exp(-y_i m_i)) + ||w||^2 / (2C)`` from step length 0 to ``t``: ``[a]``.
 
-    scikit-learn (lbfgs) minimises this divided by ``sum_i s_i``, which has the same optimum.
+    (scikit-learn's lbfgs minimises this objective divided by ``sum_i s_i``: the same optimum.)
+    Computed as a sum of per-point changes, ``log1p(sigmoid(z) expm1(dz))`` for small ``dz``,
+    so it stays accurate when the change is far below the rounding of the objective itself;
+    otherwise the line search stalls near the optimum.
     """
-    return (data.weight * _softplus(-data.sign * margins)).sum(dim=-1) + 0.5 * data.inv_c * penalty_sq
+    z = -data.sign * margins  # [a, n]
+    dz = -data.sign * (t.unsqueeze(-1) * d_margins)  # [a, n]
+    near = torch.log1p(torch.sigmoid(z) * torch.expm1(dz.clamp(max=1.0)))
+    far = _softplus(z + dz) - _softplus(z)
+    loss_change = torch.where(dz.abs() < 1.0, near, far)  # [a, n]
+    return (data.weight * loss_change).sum(dim=-1) + 0.5 * data.inv_c * (2 * t * q1 + t * t * q2)
 
 
 def _loss_derivatives(margins: torch.Tensor, data: _LogisticData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,11 +376,12 @@ def _fit_balanced_logistic(
         q0 = (p * lin).sum(-1) if dual else (p * p).sum(-1)  # [a]
         q1 = (p * d_lin).sum(-1) if dual else (p * d_p).sum(-1)
         q2 = (d_p * d_lin).sum(-1) if dual else (d_p * d_p).sum(-1)
-        slope = (first * d_margins).sum(-1) + data.inv_c * q1  # [a] directional derivative = -decrement^2
-        decrement = (-slope).clamp_min(0)
-        # ||dw||^2 <= C * decrement^2 since the Hessian is >= I / C in w-space.
+        slope = (first * d_margins).sum(-1) + data.inv_c * q1  # [a] directional derivative along the step
+        # Newton decrement^2 = step' H step = sum_i S_i dm_i^2 + ||dw||^2 / C (no cancellation), and
+        # ||dw||^2 <= C * decrement^2 since H >= I / C in w-space.
+        decrement = (second * d_margins**2).sum(-1) + data.inv_c * q2  # [a]
         done = decrement / data.inv_c <= (_NEWTON_RTOL**2) * q0.clamp_min(1e-300)
-        t = _armijo_steps(margins, d_margins, q0, q1, q2, slope, data, accept=done)  # [a]
+        t = _armijo_steps(margins, d_margins, q1, q2, slope, data, accept=done)  # [a]
         stalled = (t == 0) & ~done
         params[active] = p + t.unsqueeze(-1) * d_p
         intercept[active] = b + t * d_b
@@ -393,7 +404,6 @@ def _fit_balanced_logistic(
 def _armijo_steps(
     margins: torch.Tensor,
     d_margins: torch.Tensor,
-    q0: torch.Tensor,
     q1: torch.Tensor,
     q2: torch.Tensor,
     slope: torch.Tensor,
@@ -402,14 +412,12 @@ def _armijo_steps(
 ) -> torch.Tensor:
     """Backtracking step lengths ``[a]`` (1, 1/2, ...) meeting the Armijo condition; 0 where none does.
 
-    Rows in ``accept`` (already converged: the change is below float64 noise) take the full step.
+    Rows in ``accept`` (converged: the step is below the tolerance) take the full step.
     """
-    base = _objective(margins, q0, data)  # [a]
     t = torch.ones_like(slope)
     settled = accept.clone()
     for _ in range(_MAX_HALVINGS):
-        trial = _objective(margins + t.unsqueeze(-1) * d_margins, q0 + 2 * t * q1 + t * t * q2, data)
-        settled |= trial <= base + _ARMIJO * t * slope
+        settled |= _objective_change(margins, d_margins, t, q1, q2, data) <= _ARMIJO * t * slope
         if bool(settled.all()):
             return t
         t = torch.where(settled, t, 0.5 * t)
