@@ -24,6 +24,14 @@ How each method is batched:
   convergence: a converged layer is taken out of the batch and stops updating.
 - ``random_baseline`` draws exactly today's per-layer vectors.
 
+On CPU, ``mean_diff``, ``gradient`` and ``random_baseline`` reproduce the per-layer methods
+bit for bit (the gradient's float32 operations are the per-layer loop's, see
+``_AdamState.step``); ``pca`` agrees to ~1e-12. On a GPU the reductions round differently,
+so a gradient layer that is still oscillating at ``gradient_max_steps`` ends at a different
+point of its oscillation than on CPU. The probe is the regularised optimum to ~1e-10
+relative, where today's lbfgs stops at ``tol=1e-4`` (up to ~1e-3 away in cosine at
+n = 200, hidden = 8192).
+
 Activations are upcast chunk by chunk of layers (about ``chunk_bytes`` of float64 working
 copy at a time), so a bf16 input never needs a full float64 copy in memory.
 """
@@ -193,7 +201,7 @@ def _pca(
         if n_pairs <= hidden:
             gram = diffs @ diffs.mT  # [l, n, n]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending: [l, n], [l, n, n]
-            direction = (diffs.mT @ eigenvectors[:, :, -1:]).squeeze(-1)  # [l, hidden] = s_1 * v_1
+            direction = (eigenvectors[:, None, :, -1] @ diffs).squeeze(1)  # [l, hidden] = s_1 * v_1 (u^T D)
         else:
             gram = diffs.mT @ diffs  # [l, hidden, hidden]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # [l, hidden], [l, hidden, hidden]
@@ -310,8 +318,9 @@ def _dual_newton_direction(
     ``1^T S X dw + 1^T S 1 db = -1^T r`` (``S`` = diag(second), ``r`` = first) with
     ``dw = X^T d_alpha`` reduces by the push-through identity to
     ``(S K + I/C) d_alpha + S 1 db = -(r + alpha/C)`` and ``1^T S K d_alpha + 1^T S 1 db = -1^T r``
-    (``K = X X^T``). Dividing the first by ``S`` and subtracting it from the second gives
-    the symmetric bordered system ``(K + D) d_alpha + 1 db = h``, ``1^T d_alpha = -1^T alpha``
+    (``K = X X^T``). Dividing the first by ``S``, and subtracting the sum of the first from
+    the second, gives the symmetric bordered system
+    ``(K + D) d_alpha + 1 db = h``, ``1^T d_alpha = -1^T alpha``
     with ``D = 1 / (C S)``, ``h = -(r + alpha/C) / S``, solved by one Cholesky factorisation
     of ``K + D`` and the Schur complement for ``db``. ``S`` is floored so that saturated
     points (``S`` ~ 0) keep ``D`` finite; that only changes the step, not the optimum.
@@ -337,11 +346,25 @@ def _primal_newton_direction(
     curvature = second.clamp_min(_CURVATURE_FLOOR)  # [a, n]
     hessian = design.mT @ (curvature.unsqueeze(-1) * design)  # [a, hidden+1, hidden+1]
     hessian[:, :hidden, :hidden].diagonal(dim1=-2, dim2=-1).add_(data.inv_c)
-    gradient = (design.mT @ first.unsqueeze(-1)).squeeze(-1)  # [a, hidden+1]
+    gradient = (first.unsqueeze(1) @ design).squeeze(1)  # [a, hidden+1]: r^T [X 1]
     gradient[:, :hidden] += data.inv_c * w
     step = torch.cholesky_solve(-gradient.unsqueeze(-1), _cholesky(hessian, "probe")).squeeze(-1)  # [a, hidden+1]
     d_w, d_b = step[:, :hidden], step[:, hidden]
     return d_w, d_b, (features @ d_w.unsqueeze(-1)).squeeze(-1)
+
+
+def _gram(features: torch.Tensor) -> torch.Tensor:
+    """``K = X X^T`` per layer, ``[l, n, n]`` float64.
+
+    On CPU the product is taken in float32 (half the time of float64, and it is nearly all
+    of the probe's time at n << hidden); the optimum then moves by ~1e-7 relative
+    (1 - cos ~1e-13 against a float64 K). On a GPU float64, so that a TF32 matmul setting
+    cannot reach it.
+    """
+    if features.device.type != "cpu":
+        return features @ features.mT
+    single = features.to(torch.float32)  # [l, n, hidden]
+    return (single @ single.mT).to(torch.float64)
 
 
 def _fit_balanced_logistic(
@@ -352,11 +375,11 @@ def _fit_balanced_logistic(
     The parameter is ``alpha`` (``w = X^T alpha``, ``n <= hidden``) or ``w`` itself. Both share
     the line search: along a step, margins move linearly (``m + t dm``) and ``||w||^2`` is a
     quadratic ``q0 + 2 t q1 + t^2 q2``, so each trial step costs O(n) per layer.
-    Converged layers drop out of the batch.
+    Converged layers drop out of the batch. The returned margins are ``X w + b`` in float64.
     """
     n_layers, n, hidden = features.shape
     dual = n <= hidden
-    gram = features @ features.mT if dual else None  # [l, n, n]
+    gram = _gram(features) if dual else None  # [l, n, n]
     params = torch.zeros(n_layers, n if dual else hidden, dtype=torch.float64, device=features.device)  # alpha or w
     intercept = torch.zeros(n_layers, dtype=torch.float64, device=features.device)  # [l]
     linear = torch.zeros(n_layers, n, dtype=torch.float64, device=features.device)  # [l, n]: K alpha or X w
@@ -397,8 +420,9 @@ def _fit_balanced_logistic(
                 f"probe: Newton did not converge in {max_iter} iterations at layers {[layers[i] for i in active.tolist()]}",
                 stacklevel=3,
             )
-    w = (features.mT @ params.unsqueeze(-1)).squeeze(-1) if dual else params  # [l, hidden]
-    return w, linear + intercept.unsqueeze(-1)
+    w = (params.unsqueeze(1) @ features).squeeze(1) if dual else params  # [l, hidden]: alpha^T X
+    margins = (features @ w.unsqueeze(-1)).squeeze(-1) + intercept.unsqueeze(-1)  # [l, n]
+    return w, margins
 
 
 def _armijo_steps(
