@@ -108,8 +108,9 @@ def _reference_probe(
     return time.perf_counter() - start, results
 
 
-def _exact_probe(pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodSettings) -> np.ndarray:
-    """scikit-learn's probe fit run to convergence (tol 1e-10): the optimum lbfgs approaches at tol 1e-4."""
+def _exact_probe(pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodSettings) -> tuple[torch.Tensor, float]:
+    """scikit-learn's probe fit run to convergence (tol 1e-10), the optimum lbfgs approaches at tol 1e-4:
+    activation-space ``w`` and train accuracy."""
     x = torch.cat([pos, neg]).to(torch.float64).numpy()  # [n, hidden]
     y = np.concatenate([np.ones(pos.shape[0]), np.zeros(neg.shape[0])])  # [n]
     if settings.probe_scaling == "row_norm":
@@ -121,7 +122,7 @@ def _exact_probe(pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodS
         C=settings.probe_c, solver="lbfgs", max_iter=100_000, tol=1e-10, class_weight="balanced", fit_intercept=True
     )
     classifier.fit(features, y)
-    return classifier.coef_[0] / back_scale
+    return torch.from_numpy(classifier.coef_[0] / back_scale), float(classifier.score(features, y))
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -150,7 +151,7 @@ def main() -> None:
         "--reference-layers", type=int, default=None, help="time today's probe on this many layers and scale (default: all)"
     )
     parser.add_argument("--reference-all", type=int, default=0, help="also time today's five methods on this many layers")
-    parser.add_argument("--exact-layers", type=int, default=3, help="layers checked against scikit-learn at tol 1e-10")
+    parser.add_argument("--exact-layers", type=int, default=4, help="layers checked against scikit-learn at tol 1e-10")
     parser.add_argument("--probe-scaling", choices=("row_norm", "standardize"), default="row_norm")
     parser.add_argument("--no-massive", action="store_true", help="no std-100 massive dims in the activations")
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads for the whole run")
@@ -211,10 +212,13 @@ def run(args: argparse.Namespace) -> None:
     probe_vectors, probe_info = outputs["probe"]
     cosines = [_cos(probe_vectors[c], ref_results[c].vector) for c in columns]
     accuracy_mismatch = [c for c in columns if probe_info[str(c)]["train_accuracy"] != ref_results[c].info["train_accuracy"]]
-    exact_columns = columns[:: max(1, len(columns) // max(1, args.exact_layers))][: args.exact_layers]
-    exact = {c: torch.from_numpy(_exact_probe(pos[c], neg[c], settings)) for c in exact_columns}
-    exact_cosines = [_cos(probe_vectors[c], exact[c]) for c in exact_columns]
-    today_vs_exact = [_cos(ref_results[c].vector, exact[c]) for c in exact_columns]
+    # Half of them where today's train accuracy differs (who is at the optimum?), half evenly spaced.
+    spaced = columns[:: max(1, len(columns) // max(1, args.exact_layers))]
+    exact_columns = sorted(set(accuracy_mismatch[: args.exact_layers // 2] + spaced[: args.exact_layers - args.exact_layers // 2]))
+    exact = {c: _exact_probe(pos[c], neg[c], settings) for c in exact_columns}
+    exact_cosines = [_cos(probe_vectors[c], exact[c][0]) for c in exact_columns]
+    today_vs_exact = [_cos(ref_results[c].vector, exact[c][0]) for c in exact_columns]
+    exact_accuracy_mismatch = [c for c in exact_columns if probe_info[str(c)]["train_accuracy"] != exact[c][1]]
     gradient_info = list(outputs["gradient"][1].values())
     steps = [info["steps"] for info in gradient_info]
     n_converged = int(sum(info["converged"] for info in gradient_info))
@@ -240,8 +244,9 @@ def run(args: argparse.Namespace) -> None:
     print()
     print(f"probe ({args.probe_scaling}) vs today's methods.probe (lbfgs, tol 1e-4) on {len(columns)} layers: "
           f"min cosine {min(cosines):.9f}; train_accuracy differs at layers {accuracy_mismatch}")
-    print(f"probe vs scikit-learn at tol 1e-10 on layers {exact_columns}: min cosine {min(exact_cosines):.12f} "
-          f"(today's methods.probe vs the same: min {min(today_vs_exact):.9f})")
+    print(f"probe vs scikit-learn at tol 1e-10 on layers {exact_columns}: min cosine {min(exact_cosines):.12f}, "
+          f"train_accuracy differs at layers {exact_accuracy_mismatch} (today's methods.probe vs the same: "
+          f"min cosine {min(today_vs_exact):.9f})")
     print(f"gradient: {n_converged}/{args.layers} layers converged, steps min {min(steps):.0f} / max {max(steps):.0f} "
           f"(gradient_max_steps {settings.gradient_max_steps})")
 
@@ -266,6 +271,7 @@ def run(args: argparse.Namespace) -> None:
             "probe_train_accuracy_mismatch_layers": accuracy_mismatch,
             "probe_min_cosine_vs_sklearn_tol_1e-10": min(exact_cosines),
             "today_probe_min_cosine_vs_sklearn_tol_1e-10": min(today_vs_exact),
+            "probe_train_accuracy_mismatch_vs_sklearn_tol_1e-10": exact_accuracy_mismatch,
             "gradient_steps": steps,
             "gradient_converged_layers": n_converged,
         }

@@ -17,7 +17,7 @@ How each method is batched:
   the ``n x n`` Gram matrix ``D D^T`` when ``n <= hidden`` (then ``v = D^T u``), else
   ``D^T D``; one batched ``eigh`` per layer chunk.
 - ``probe`` solves scikit-learn's L2, class-balanced, unpenalised-intercept logistic
-  regression exactly (to float64 precision) by damped Newton, batched over layers. When
+  regression to convergence by damped Newton (float64 iteration), batched over layers. When
   ``n <= hidden`` it works in the n-dimensional span of the rows (representer theorem,
   ``w = X^T alpha``) through the Gram matrix ``K = X X^T``; otherwise in the primal.
 - ``gradient`` runs today's Adam loop on an ``[L, hidden]`` weight matrix with per-layer
@@ -28,9 +28,10 @@ On CPU, ``mean_diff``, ``gradient`` and ``random_baseline`` reproduce the per-la
 bit for bit (the gradient's float32 operations are the per-layer loop's, see
 ``_AdamState.step``); ``pca`` agrees to ~1e-12. On a GPU the reductions round differently,
 so a gradient layer that is still oscillating at ``gradient_max_steps`` ends at a different
-point of its oscillation than on CPU. The probe is the regularised optimum to ~1e-10
-relative, where today's lbfgs stops at ``tol=1e-4`` (up to ~1e-3 away in cosine at
-n = 200, hidden = 8192).
+point of its oscillation than on CPU. The probe is the regularised optimum (to ~1e-7
+relative on CPU, where its Gram matrix is float32: 1 - cos ~1e-13), where today's lbfgs
+stops at ``tol=1e-4``, up to ~1e-3 away in cosine at n = 200, hidden = 8192, so train
+accuracies can differ from today's at points near the boundary.
 
 Activations are upcast chunk by chunk of layers (about ``chunk_bytes`` of float64 working
 copy at a time), so a bf16 input never needs a full float64 copy in memory.
@@ -221,7 +222,7 @@ def _pca(
 
 
 def _probe_features(x: torch.Tensor, scaling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scale float64 activations ``[l, n, hidden]`` in place as the per-layer probe does.
+    """Scale activations ``[l, n, hidden]`` (a working copy) in place as the per-layer probe does.
 
     Returns the features and, for ``standardize``, the per-dimension sd ``[l, hidden]`` that
     maps z-space coefficients back to activation space (``w = coef / sd``).
@@ -353,18 +354,15 @@ def _primal_newton_direction(
     return d_w, d_b, (features @ d_w.unsqueeze(-1)).squeeze(-1)
 
 
-def _gram(features: torch.Tensor) -> torch.Tensor:
-    """``K = X X^T`` per layer, ``[l, n, n]`` float64.
+def _feature_dtype(device: torch.device) -> torch.dtype:
+    """Precision of the probe's features and Gram matrix.
 
-    On CPU the product is taken in float32 (half the time of float64, and it is nearly all
-    of the probe's time at n << hidden); the optimum then moves by ~1e-7 relative
-    (1 - cos ~1e-13 against a float64 K). On a GPU float64, so that a TF32 matmul setting
-    cannot reach it.
+    float32 on CPU: the Gram product is nearly all of the probe's time at n << hidden and
+    float32 halves it (and the feature pass); the optimum then moves by ~1e-7 relative
+    (1 - cos ~1e-13 against float64). The Newton iteration itself is float64. float64 on a
+    GPU, where it is cheap and a TF32 matmul setting cannot reach it.
     """
-    if features.device.type != "cpu":
-        return features @ features.mT
-    single = features.to(torch.float32)  # [l, n, hidden]
-    return (single @ single.mT).to(torch.float64)
+    return torch.float32 if device.type == "cpu" else torch.float64
 
 
 def _fit_balanced_logistic(
@@ -379,7 +377,9 @@ def _fit_balanced_logistic(
     """
     n_layers, n, hidden = features.shape
     dual = n <= hidden
-    gram = _gram(features) if dual else None  # [l, n, n]
+    if not dual:
+        features = features.to(torch.float64)  # the primal Hessian is hidden x hidden: small
+    gram = (features @ features.mT).to(torch.float64) if dual else None  # [l, n, n]
     params = torch.zeros(n_layers, n if dual else hidden, dtype=torch.float64, device=features.device)  # alpha or w
     intercept = torch.zeros(n_layers, dtype=torch.float64, device=features.device)  # [l]
     linear = torch.zeros(n_layers, n, dtype=torch.float64, device=features.device)  # [l, n]: K alpha or X w
@@ -420,9 +420,9 @@ def _fit_balanced_logistic(
                 f"probe: Newton did not converge in {max_iter} iterations at layers {[layers[i] for i in active.tolist()]}",
                 stacklevel=3,
             )
-    w = (params.unsqueeze(1) @ features).squeeze(1) if dual else params  # [l, hidden]: alpha^T X
-    margins = (features @ w.unsqueeze(-1)).squeeze(-1) + intercept.unsqueeze(-1)  # [l, n]
-    return w, margins
+    w = (params.to(features.dtype).unsqueeze(1) @ features).squeeze(1) if dual else params  # [l, hidden]: alpha^T X
+    margins = (features @ w.unsqueeze(-1)).squeeze(-1).to(torch.float64) + intercept.unsqueeze(-1)  # [l, n]
+    return w.to(torch.float64), margins
 
 
 def _armijo_steps(
@@ -454,7 +454,7 @@ def _probe(
     """L2 logistic-regression probe (balanced class weights) per layer; the direction is its weight vector.
 
     Same problem, scalings and back-mapping as ``trait_interp.methods.probe`` (see there for
-    why ``standardize`` exists), solved to float64 precision instead of lbfgs's ``tol``.
+    why ``standardize`` exists), solved to convergence instead of lbfgs's ``tol``.
     """
     if settings.probe_scaling not in _PROBE_SCALINGS:
         raise ValueError(f"unknown probe_scaling '{settings.probe_scaling}'; available: {', '.join(_PROBE_SCALINGS)}")
@@ -463,9 +463,10 @@ def _probe(
     data = _logistic_data(n_pos, n_neg, settings.probe_c, pos.device)
     vectors = torch.empty(n_layers, hidden, dtype=torch.float64, device=pos.device)  # [L, hidden]
     accuracy = torch.empty(n_layers, dtype=torch.float64, device=pos.device)  # [L]
+    dtype = _feature_dtype(pos.device)
     bytes_per_layer = 8 * (n_pos + n_neg) * hidden
     for chunk in _layer_chunks(n_layers, bytes_per_layer, chunk_bytes):
-        x = torch.cat([pos[chunk], neg[chunk]], dim=1).to(torch.float64)  # [l, n, hidden]
+        x = torch.cat([pos[chunk], neg[chunk]], dim=1).to(dtype)  # [l, n, hidden]
         features, sd = _probe_features(x, settings.probe_scaling)
         w, margins = _fit_balanced_logistic(features, data, settings.probe_max_iter, layers[chunk])
         vectors[chunk] = w if sd is None else w / sd  # [l, hidden]
