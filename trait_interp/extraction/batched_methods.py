@@ -197,17 +197,21 @@ def _pca(
     top = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] largest s^2
     energy = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] sum of s^2
     for chunk in _layer_chunks(n_layers, 8 * n_pairs * hidden, chunk_bytes):
-        # The difference in float32 first, as the per-layer method does, then float64.
-        diffs = (pos[chunk].to(torch.float32) - neg[chunk].to(torch.float32)).to(torch.float64)  # [l, n, hidden]
+        # The difference in float32, as the per-layer method takes it, written out as float64.
+        diffs = torch.empty(chunk.stop - chunk.start, n_pairs, hidden, dtype=torch.float64, device=device)
+        torch.sub(pos[chunk].to(torch.float32), neg[chunk].to(torch.float32), out=diffs)  # [l, n, hidden]
         if n_pairs <= hidden:
             gram = diffs @ diffs.mT  # [l, n, n]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending: [l, n], [l, n, n]
-            direction = (eigenvectors[:, None, :, -1] @ diffs).squeeze(1)  # [l, hidden] = s_1 * v_1 (u^T D)
+            top_u = eigenvectors[:, :, -1]  # [l, n]
+            direction = (top_u.unsqueeze(1) @ diffs).squeeze(1)  # [l, hidden] = u^T D = s_1 v_1
+            # mean(pos) - mean(neg) along it: 1^T D D^T u / n = s_1^2 sum(u) / n, so its sign is sum(u)'s.
+            separation = top_u.sum(dim=-1)  # [l]
         else:
             gram = diffs.mT @ diffs  # [l, hidden, hidden]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # [l, hidden], [l, hidden, hidden]
             direction = eigenvectors[:, :, -1]  # [l, hidden]
-        separation = (diffs.mean(dim=1) * direction).sum(dim=-1)  # [l]: mean(pos) - mean(neg) along it
+            separation = (diffs.mean(dim=1) * direction).sum(dim=-1)  # [l]: mean(pos) - mean(neg) along it
         vectors[chunk] = torch.where(separation.unsqueeze(-1) < 0, -direction, direction)
         top[chunk] = eigenvalues[:, -1]
         energy[chunk] = torch.diagonal(gram, dim1=-2, dim2=-1).sum(dim=-1)  # trace = sum of s^2
