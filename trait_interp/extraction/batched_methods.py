@@ -33,8 +33,8 @@ relative on CPU, where its Gram matrix is float32: 1 - cos ~1e-13), where today'
 stops at ``tol=1e-4``, up to ~1e-3 away in cosine at n = 200, hidden = 8192, so train
 accuracies can differ from today's at points near the boundary.
 
-Activations are upcast chunk by chunk of layers (about ``chunk_bytes`` of float64 working
-copy at a time), so a bf16 input never needs a full float64 copy in memory.
+Activations are upcast chunk by chunk of layers (working copies of about ``chunk_bytes``,
+counted at 8 bytes per value), so a bf16 input never needs a full float64 copy in memory.
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def extract_all_layers(
 
     ``pos`` is ``[L, n_pos, hidden]`` and ``neg`` ``[L, n_neg, hidden]``, row ``i`` of
     both being layer ``layers[i]``; any float dtype, on any (one) device. Computation runs
-    on that device in float32 (gradient, mean_diff, as the per-layer methods) or float64.
+    on that device: gradient and mean_diff in float32 as the per-layer methods, pca in
+    float64, the probe's features and Gram matrix in float32 on CPU (float64 on a GPU) with a
+    float64 Newton iteration.
     Raises ``ValueError`` for an unknown method, bad shapes, or a degenerate layer.
     """
     fn = _get_batched_method(method)
@@ -377,7 +379,7 @@ def _fit_balanced_logistic(
     The parameter is ``alpha`` (``w = X^T alpha``, ``n <= hidden``) or ``w`` itself. Both share
     the line search: along a step, margins move linearly (``m + t dm``) and ``||w||^2`` is a
     quadratic ``q0 + 2 t q1 + t^2 q2``, so each trial step costs O(n) per layer.
-    Converged layers drop out of the batch. The returned margins are ``X w + b`` in float64.
+    Converged layers drop out of the batch. The returned margins are ``X w + b`` from the final ``w``.
     """
     n_layers, n, hidden = features.shape
     dual = n <= hidden
