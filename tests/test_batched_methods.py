@@ -275,6 +275,18 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     assert torch.equal(vectors, torch.stack([result.vector for result in results]))
 
 
+def test_gradient_in_several_cpu_blocks() -> None:
+    """Wide layers: the CPU loop splits the layers into blocks (here 2 + 1 rows) run on
+    worker threads; each layer must still follow its per-layer trajectory exactly."""
+    stack = _stack(6, 4, 12_000, (0.5, 1.0, 2.0), seed=17, massive=False)
+    settings = methods.MethodSettings(gradient_max_steps=12)
+    assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 2
+    vectors, info = _extract(stack, "gradient", settings)
+    for i, result in enumerate(_per_layer(stack, "gradient", settings)):
+        assert torch.equal(vectors[i], result.vector)
+        assert info[str(stack.layers[i])] == result.info
+
+
 @pytest.mark.parametrize("max_steps", (0, 1, 2))
 def test_gradient_tiny_step_budgets(max_steps: int) -> None:
     """No step at all (the start point is returned) and budgets shorter than the patience."""

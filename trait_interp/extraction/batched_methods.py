@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -60,8 +62,9 @@ _ADAM_BETA2 = 0.999
 _ADAM_EPS = 1e-8
 
 _CHUNK_BYTES = 256 * 2**20  # float64 working copy of activations per layer chunk
-_ADAM_BLOCK_BYTES = 8 * 2**20  # CPU: Adam state + buffers per layer block, about what fits in a last-level cache
-_ADAM_BYTES_PER_ELEMENT = 7 * 4 + 3 * 8  # seven float32 and three float64 [rows, hidden] tensors in _AdamState
+# CPU: torch runs an op inline (single-threaded, no OpenMP barrier) below this many elements
+# (ATen's at::internal::GRAIN_SIZE); the per-layer gradient loop's 1-D ops are all below it.
+_TORCH_GRAIN_SIZE = 32768
 
 # Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
 _NEWTON_RTOL = 1e-10
@@ -77,6 +80,7 @@ class BatchResult:
 
 
 BatchedMethod = Callable[[torch.Tensor, torch.Tensor, MethodSettings, tuple[int, ...], int], BatchResult]
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -505,15 +509,39 @@ def _gradient(
     final = torch.empty_like(start)  # [L, hidden]
     steps = torch.zeros(n_layers, dtype=torch.float64)
     converged = torch.zeros(n_layers, dtype=torch.float64)
-    # On a GPU one batch of all layers is best (launch-bound); on CPU small blocks keep Adam's state in cache.
-    block = n_layers if gap.device.type != "cpu" else max(1, _ADAM_BLOCK_BYTES // (_ADAM_BYTES_PER_ELEMENT * hidden))
-    for begin in range(0, n_layers, block):
-        rows = slice(begin, min(begin + block, n_layers))
-        final[rows], steps[rows], converged[rows] = _adam_to_convergence(gap[rows], start[rows], settings)
+    blocks = _adam_blocks(n_layers, hidden, gap.device)
+    results = _map_blocks(lambda rows: _adam_to_convergence(gap[rows], start[rows], settings), blocks, gap.device)
+    for rows, (block_final, block_steps, block_converged) in zip(blocks, results):
+        final[rows], steps[rows], converged[rows] = block_final, block_steps, block_converged
     vectors = _unit_rows(final, "gradient", layers)  # [L, hidden]
     # One 1-D dot per layer, as the per-layer method reports it (a batched sum rounds differently).
     separation = torch.stack([gap[i] @ vectors[i] for i in range(n_layers)])  # [L]
     return BatchResult(vectors=vectors, info={"steps": steps, "converged": converged, "final_separation": separation})
+
+
+def _adam_blocks(n_layers: int, hidden: int, device: torch.device) -> list[slice]:
+    """Layer blocks that step together.
+
+    On a GPU one block of all layers (the loop is launch-bound). On CPU blocks small enough
+    that every op runs inline: thousands of steps of ~20 small ops each make OpenMP's
+    per-op barriers the bottleneck, and on a machine whose cores are busy with other work a
+    barrier waits for a descheduled thread (measured: 2 threads 40x slower than 1 at load 8).
+    """
+    size = n_layers if device.type != "cpu" else max(1, (_TORCH_GRAIN_SIZE - 1) // hidden)
+    return [slice(begin, min(begin + size, n_layers)) for begin in range(0, n_layers, size)]
+
+
+def _map_blocks(fn: Callable[[slice], _T], blocks: list[slice], device: torch.device) -> list[_T]:
+    """``fn`` over the blocks; on CPU spread over ``torch.get_num_threads()`` Python threads.
+
+    The blocks' ops run inline (see ``_adam_blocks``) and torch releases the GIL inside them,
+    so the threads use the cores without any barrier between them.
+    """
+    workers = min(torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
+    if workers <= 1:
+        return [fn(block) for block in blocks]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, blocks))
 
 
 @dataclass
