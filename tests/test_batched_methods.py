@@ -276,12 +276,18 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
 
 
 def test_gradient_in_several_cpu_blocks() -> None:
-    """Wide layers: the CPU loop splits the layers into blocks (here 2 + 1 rows) run on
-    worker threads; each layer must still follow its per-layer trajectory exactly."""
+    """Wide layers and two torch threads: the CPU loop splits the layers into blocks (here
+    2 + 1 rows) run on worker threads; each layer must still follow its per-layer trajectory
+    exactly. (One torch thread: cache-sized blocks, one block here, as in the other tests.)"""
     stack = _stack(6, 4, 12_000, (0.5, 1.0, 2.0), seed=17, massive=False)
     settings = methods.MethodSettings(gradient_max_steps=12)
-    assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 2
-    vectors, info = _extract(stack, "gradient", settings)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 2
+        vectors, info = _extract(stack, "gradient", settings)
+    finally:
+        torch.set_num_threads(previous)
     for i, result in enumerate(_per_layer(stack, "gradient", settings)):
         assert torch.equal(vectors[i], result.vector)
         assert info[str(stack.layers[i])] == result.info

@@ -65,6 +65,8 @@ _CHUNK_BYTES = 256 * 2**20  # float64 working copy of activations per layer chun
 # CPU: torch runs an op inline (single-threaded, no OpenMP barrier) below this many elements
 # (ATen's at::internal::GRAIN_SIZE); the per-layer gradient loop's 1-D ops are all below it.
 _TORCH_GRAIN_SIZE = 32768
+_ADAM_CACHE_BYTES = 8 * 2**20  # single-threaded CPU: Adam state per block, about a last-level cache
+_ADAM_BYTES_PER_ELEMENT = 7 * 4 + 3 * 8  # seven float32 and three float64 [rows, hidden] tensors in _AdamState
 
 # Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
 _NEWTON_RTOL = 1e-10
@@ -375,25 +377,32 @@ def _feature_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.float64
 
 
-def _fit_balanced_logistic(
-    features: torch.Tensor, data: _LogisticData, max_iter: int, layers: tuple[int, ...]
+def _newton(
+    data: _LogisticData,
+    max_iter: int,
+    layers: tuple[int, ...],
+    *,
+    gram: torch.Tensor | None = None,
+    features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The regularised optimum per layer by damped Newton. Returns ``w [l, hidden]`` and the margins ``[l, n]``.
+    """The regularised optimum per layer by damped Newton, from ``gram [l, n, n]`` or ``features [l, n, hidden]``.
 
-    The parameter is ``alpha`` (``w = X^T alpha``, ``n <= hidden``) or ``w`` itself. Both share
-    the line search: along a step, margins move linearly (``m + t dm``) and ``||w||^2`` is a
-    quadratic ``q0 + 2 t q1 + t^2 q2``, so each trial step costs O(n) per layer.
-    Converged layers drop out of the batch. The returned margins are ``X w + b`` from the final ``w``.
+    With ``gram`` the parameter is ``alpha`` (``w = X^T alpha``); with ``features`` (float64)
+    it is ``w`` itself. Both share the line search: along a step, margins move linearly
+    (``m + t dm``) and ``||w||^2`` is a quadratic ``q0 + 2 t q1 + t^2 q2``, so each trial
+    step costs O(n) per layer. Converged layers drop out of the batch.
+    Returns ``alpha [l, n]`` or ``w [l, hidden]``, and the intercepts ``[l]`` (float64).
     """
-    n_layers, n, hidden = features.shape
-    dual = n <= hidden
-    if not dual:
-        features = features.to(torch.float64)  # the primal Hessian is hidden x hidden: small
-    gram = (features @ features.mT).to(torch.float64) if dual else None  # [l, n, n]
-    params = torch.zeros(n_layers, n if dual else hidden, dtype=torch.float64, device=features.device)  # alpha or w
-    intercept = torch.zeros(n_layers, dtype=torch.float64, device=features.device)  # [l]
-    linear = torch.zeros(n_layers, n, dtype=torch.float64, device=features.device)  # [l, n]: K alpha or X w
-    active = torch.arange(n_layers, device=features.device)  # rows still iterating
+    if (gram is None) == (features is None):
+        raise ValueError("_newton needs exactly one of gram and features")
+    dual = gram is not None
+    source = gram if gram is not None else features
+    n_layers, n = source.shape[0], source.shape[1]
+    size = n if dual else source.shape[2]
+    params = torch.zeros(n_layers, size, dtype=torch.float64, device=source.device)  # alpha or w
+    intercept = torch.zeros(n_layers, dtype=torch.float64, device=source.device)  # [l]
+    linear = torch.zeros(n_layers, n, dtype=torch.float64, device=source.device)  # [l, n]: K alpha or X w
+    active = torch.arange(n_layers, device=source.device)  # rows still iterating
     for _ in range(max_iter):
         if active.numel() == 0:
             break
@@ -401,9 +410,9 @@ def _fit_balanced_logistic(
         margins = lin + b.unsqueeze(-1)  # [a, n]
         first, second = _loss_derivatives(margins, data)
         if dual:
-            d_p, d_b, d_lin = _dual_newton_direction(gram[active], p, first, second, data)
+            d_p, d_b, d_lin = _dual_newton_direction(source[active], p, first, second, data)
         else:
-            d_p, d_b, d_lin = _primal_newton_direction(features[active], p, first, second, data)
+            d_p, d_b, d_lin = _primal_newton_direction(source[active], p, first, second, data)
         d_margins = d_lin + d_b.unsqueeze(-1)  # [a, n]
         # ||w||^2 along the step: dual w = X^T alpha gives alpha^T K alpha etc.
         q0 = (p * lin).sum(-1) if dual else (p * p).sum(-1)  # [a]
@@ -430,9 +439,7 @@ def _fit_balanced_logistic(
                 f"probe: Newton did not converge in {max_iter} iterations at layers {[layers[i] for i in active.tolist()]}",
                 stacklevel=3,
             )
-    w = (params.to(features.dtype).unsqueeze(1) @ features).squeeze(1) if dual else params  # [l, hidden]: alpha^T X
-    margins = (features @ w.unsqueeze(-1)).squeeze(-1).to(torch.float64) + intercept.unsqueeze(-1)  # [l, n]
-    return w.to(torch.float64), margins
+    return params, intercept
 
 
 def _armijo_steps(
@@ -458,6 +465,14 @@ def _armijo_steps(
     return torch.where(settled, t, torch.zeros_like(t))
 
 
+def _chunk_features(
+    pos: torch.Tensor, neg: torch.Tensor, chunk: slice, scaling: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probe's features of one layer chunk, ``[l, n_pos + n_neg, hidden]``, and the sd for ``standardize``."""
+    x = torch.cat([pos[chunk], neg[chunk]], dim=1).to(_feature_dtype(pos.device))  # [l, n, hidden]
+    return _probe_features(x, scaling)
+
+
 def _probe(
     pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
 ) -> BatchResult:
@@ -465,24 +480,41 @@ def _probe(
 
     Same problem, scalings and back-mapping as ``trait_interp.methods.probe`` (see there for
     why ``standardize`` exists), solved to convergence instead of lbfgs's ``tol``.
+    With ``n <= hidden``: one pass over the layer chunks for the Gram matrices, one Newton
+    iteration over all layers together (few, larger ops), one more pass that rebuilds each
+    chunk's features for ``w = X^T alpha`` (cheaper than keeping them all).
     """
     if settings.probe_scaling not in _PROBE_SCALINGS:
         raise ValueError(f"unknown probe_scaling '{settings.probe_scaling}'; available: {', '.join(_PROBE_SCALINGS)}")
     n_layers, n_pos, hidden = pos.shape
-    n_neg = neg.shape[1]
-    data = _logistic_data(n_pos, n_neg, settings.probe_c, pos.device)
+    n = n_pos + neg.shape[1]
+    data = _logistic_data(n_pos, neg.shape[1], settings.probe_c, pos.device)
     vectors = torch.empty(n_layers, hidden, dtype=torch.float64, device=pos.device)  # [L, hidden]
     accuracy = torch.empty(n_layers, dtype=torch.float64, device=pos.device)  # [L]
-    dtype = _feature_dtype(pos.device)
-    bytes_per_layer = 8 * (n_pos + n_neg) * hidden
-    for chunk in _layer_chunks(n_layers, bytes_per_layer, chunk_bytes):
-        x = torch.cat([pos[chunk], neg[chunk]], dim=1).to(dtype)  # [l, n, hidden]
-        features, sd = _probe_features(x, settings.probe_scaling)
-        w, margins = _fit_balanced_logistic(features, data, settings.probe_max_iter, layers[chunk])
-        vectors[chunk] = w if sd is None else w / sd  # [l, hidden]
+    chunks = list(_layer_chunks(n_layers, 8 * n * hidden, chunk_bytes))
+
+    def finish(chunk: slice, w: torch.Tensor, features: torch.Tensor, sd: torch.Tensor | None, b: torch.Tensor) -> None:
+        margins = (features @ w.to(features.dtype).unsqueeze(-1)).squeeze(-1).to(torch.float64) + b.unsqueeze(-1)  # [l, n]
         # scikit-learn predicts the positive class where the decision function is > 0.
         accuracy[chunk] = ((margins > 0) == (data.sign > 0)).to(torch.float64).mean(dim=-1)
-        del x, features
+        vectors[chunk] = w if sd is None else w / sd  # [l, hidden]
+
+    if n <= hidden:
+        gram = torch.empty(n_layers, n, n, dtype=torch.float64, device=pos.device)  # [L, n, n]
+        for chunk in chunks:
+            features, _ = _chunk_features(pos, neg, chunk, settings.probe_scaling)
+            gram[chunk] = features @ features.mT
+        alpha, intercept = _newton(data, settings.probe_max_iter, layers, gram=gram)  # [L, n], [L]
+        for chunk in chunks:
+            features, sd = _chunk_features(pos, neg, chunk, settings.probe_scaling)
+            w = (alpha[chunk].to(features.dtype).unsqueeze(1) @ features).squeeze(1).to(torch.float64)  # alpha^T X
+            finish(chunk, w, features, sd, intercept[chunk])
+    else:
+        for chunk in chunks:
+            features, sd = _chunk_features(pos, neg, chunk, settings.probe_scaling)
+            features = features.to(torch.float64)  # the primal Hessian is hidden x hidden: small
+            w, intercept = _newton(data, settings.probe_max_iter, layers[chunk], features=features)
+            finish(chunk, w, features, sd, intercept)
     return BatchResult(vectors=_unit_rows(vectors, "probe", layers), info={"train_accuracy": accuracy})
 
 
@@ -522,12 +554,20 @@ def _gradient(
 def _adam_blocks(n_layers: int, hidden: int, device: torch.device) -> list[slice]:
     """Layer blocks that step together.
 
-    On a GPU one block of all layers (the loop is launch-bound). On CPU blocks small enough
-    that every op runs inline: thousands of steps of ~20 small ops each make OpenMP's
-    per-op barriers the bottleneck, and on a machine whose cores are busy with other work a
-    barrier waits for a descheduled thread (measured: 2 threads 40x slower than 1 at load 8).
+    On a GPU one block of all layers (the loop is launch-bound). On CPU with several torch
+    threads, blocks small enough that every op runs inline, one Python thread per torch
+    thread (``_map_blocks``): thousands of steps of ~20 small ops each make OpenMP's per-op
+    barriers the bottleneck, and on a machine whose cores are busy with other work a barrier
+    waits for a descheduled thread (measured at load ~7: 12 layers x 400 steps x 8192 took
+    45 s in 18-row OpenMP blocks, 1.7 s in 3-row blocks on two Python threads). With one
+    torch thread every op is inline anyway, so blocks are sized to stay in cache instead.
     """
-    size = n_layers if device.type != "cpu" else max(1, (_TORCH_GRAIN_SIZE - 1) // hidden)
+    if device.type != "cpu":
+        size = n_layers
+    elif torch.get_num_threads() == 1:
+        size = max(1, _ADAM_CACHE_BYTES // (_ADAM_BYTES_PER_ELEMENT * hidden))
+    else:
+        size = max(1, (_TORCH_GRAIN_SIZE - 1) // hidden)
     return [slice(begin, min(begin + size, n_layers)) for begin in range(0, n_layers, size)]
 
 
