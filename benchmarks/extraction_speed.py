@@ -4,7 +4,7 @@ Run ``python benchmarks/extraction_speed.py`` (defaults: 80 layers, hidden 8192,
 100/100, CPU). Random activations with a planted direction per layer (paired content, a few
 std-100 "massive" dims unless ``--no-massive``). Reports:
 
-(a) today's ``trait_interp.methods.probe`` called layer by layer (scikit-learn lbfgs), over all
+(a) today's ``trait_interp.extraction.methods.probe`` called layer by layer (scikit-learn lbfgs), over all
     layers, or over ``--reference-layers`` evenly spaced layers scaled linearly (said so);
 (b) all five batched methods over all layers (``extract_all_layers`` once per method);
 (c) each batched method on its own (the parts of (b));
@@ -22,15 +22,12 @@ whole run, the reference included.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import threadpoolctl
 import torch
@@ -41,25 +38,14 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from trait_interp import methods  # noqa: E402
+from trait_interp.extraction import batched_methods as batched
+from trait_interp.extraction import methods  # noqa: E402
 
 METHOD_NAMES = ("probe", "mean_diff", "gradient", "pca", "random_baseline")
 MASSIVE_DIMS = (3, 17, 40)
 MASSIVE_STD = 100.0
 
 
-def _load_batched_methods() -> ModuleType:
-    """``trait_interp.extraction.batched_methods``, from its file while ``trait_interp.extraction`` is still a module."""
-    try:
-        return importlib.import_module("trait_interp.extraction.batched_methods")
-    except ModuleNotFoundError:
-        path = REPO / "trait_interp" / "extraction" / "batched_methods.py"
-        spec = importlib.util.spec_from_file_location("trait_interp_extraction_batched_methods", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
 
 
 def _device(name: str) -> torch.device:
@@ -166,7 +152,7 @@ def main() -> None:
 
 
 def _time_batched(
-    batched: ModuleType, pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodSettings, device: torch.device
+    pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodSettings, device: torch.device
 ) -> tuple[dict[str, float], dict[str, tuple[torch.Tensor, dict[str, dict[str, float]]]]]:
     """Each batched method once over all layers on ``device``: seconds and outputs per method."""
     pos_d, neg_d = pos.to(device), neg.to(device)
@@ -181,9 +167,8 @@ def _time_batched(
     return timings, outputs
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, object]:
     device = _device(args.device)
-    batched = _load_batched_methods()
     settings = methods.MethodSettings(probe_scaling=args.probe_scaling)
     n_pos, n_neg = args.n - args.n // 2, args.n // 2
 
@@ -199,7 +184,7 @@ def run(args: argparse.Namespace) -> None:
     reference = ref_seconds * args.layers / len(columns)
 
     # (b), (c)
-    timings, outputs = _time_batched(batched, pos, neg, settings, device)
+    timings, outputs = _time_batched(pos, neg, settings, device)
     total = sum(timings.values())
 
     # (d)
@@ -250,32 +235,52 @@ def run(args: argparse.Namespace) -> None:
     print(f"gradient: {n_converged}/{args.layers} layers converged, steps min {min(steps):.0f} / max {max(steps):.0f} "
           f"(gradient_max_steps {settings.gradient_max_steps})")
 
+    record = {
+        "layers": args.layers,
+        "hidden": args.hidden,
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "device": str(device),
+        "massive_dims": not args.no_massive,
+        "probe_scaling": args.probe_scaling,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+        "reference_probe_seconds": reference,
+        "reference_layers_timed": len(columns),
+        "batched_total_seconds": total,
+        "batched_seconds": timings,
+        "ratio": reference / total,
+        "reference_all_seconds_per_layer": reference_all,
+        "probe_min_cosine_vs_today": min(cosines),
+        "probe_train_accuracy_mismatch_layers": accuracy_mismatch,
+        "probe_min_cosine_vs_sklearn_tol_1e-10": min(exact_cosines),
+        "today_probe_min_cosine_vs_sklearn_tol_1e-10": min(today_vs_exact),
+        "probe_train_accuracy_mismatch_vs_sklearn_tol_1e-10": exact_accuracy_mismatch,
+        "gradient_steps": steps,
+        "gradient_converged_layers": n_converged,
+    }
     if args.json is not None:
-        record = {
-            "layers": args.layers,
-            "hidden": args.hidden,
-            "n_pos": n_pos,
-            "n_neg": n_neg,
-            "device": str(device),
-            "massive_dims": not args.no_massive,
-            "probe_scaling": args.probe_scaling,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1min": os.getloadavg()[0],
-            "reference_probe_seconds": reference,
-            "reference_layers_timed": len(columns),
-            "batched_total_seconds": total,
-            "batched_seconds": timings,
-            "ratio": reference / total,
-            "reference_all_seconds_per_layer": reference_all,
-            "probe_min_cosine_vs_today": min(cosines),
-            "probe_train_accuracy_mismatch_layers": accuracy_mismatch,
-            "probe_min_cosine_vs_sklearn_tol_1e-10": min(exact_cosines),
-            "today_probe_min_cosine_vs_sklearn_tol_1e-10": min(today_vs_exact),
-            "probe_train_accuracy_mismatch_vs_sklearn_tol_1e-10": exact_accuracy_mismatch,
-            "gradient_steps": steps,
-            "gradient_converged_layers": n_converged,
-        }
         args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def extraction_rows(device: str, layers: int = 80, hidden: int = 8192, n: int = 200) -> list[dict[str, object]]:
+    """The ``python -m benchmarks --only extraction`` row: batched five methods vs today's per-layer probe
+    (timed on 8 evenly spaced layers, scaled to all)."""
+    args = argparse.Namespace(
+        layers=layers, hidden=hidden, n=n, device="cuda" if device.startswith("cuda") else "cpu",
+        reference_layers=8, reference_all=0, exact_layers=2, probe_scaling="row_norm", no_massive=False, json=None,
+    )
+    record = run(args)
+    return [{
+        "measure": "extraction: per-layer sklearn probe / batched five methods, all layers",
+        "shape": f"{layers} layers x {n} x {hidden}",
+        "ratio": round(float(record["ratio"]), 2),
+        "goal": ">= 5x",
+        "batched_seconds": {k: round(v, 2) for k, v in record["batched_seconds"].items()},
+        "reference_probe_seconds": round(float(record["reference_probe_seconds"]), 1),
+        "probe_min_cosine_vs_sklearn_tol_1e-10": record["probe_min_cosine_vs_sklearn_tol_1e-10"],
+    }]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Extraction methods over all layers at once, on the device the activations are on.
 
-Batched counterparts of ``trait_interp.methods``: the same five methods, the same
+Batched counterparts of ``trait_interp.extraction.methods``: the same five methods, the same
 objectives and settings, but one call handles every layer, so the per-layer Python loop
 and the per-layer scikit-learn / Adam overhead are gone, and a GPU is used when the
 activations live on one.
@@ -47,9 +47,9 @@ from typing import TypeVar
 
 import torch
 
-from trait_interp.methods import MethodSettings
+from trait_interp.extraction.methods import MethodSettings
 
-# The same constants as trait_interp.methods (kept here so this module stands on its own).
+# The same constants as trait_interp.extraction.methods (kept here so this module stands on its own).
 _NORM_EPS = 1e-8
 _SD_FLOOR = 1e-6
 _GRADIENT_NORM_PENALTY = 0.01

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from trait_interp.core.errors import UserInputError
+from trait_interp.extraction.batched_methods import extract_all_layers
 from trait_interp.extraction.methods import METHODS, MethodSettings, get_method
 
 
@@ -73,17 +74,17 @@ def class_sets(acts: torch.Tensor, examples: pd.DataFrame, split: str, paired: b
 def extract_layers(
     train: ClassSets, method: str, settings: MethodSettings, layers: tuple[int, ...]
 ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-    """One unit vector per layer: ``[n_layers, width]`` and ``{str(layer): train info}``."""
-    fn = get_method(method)
-    vectors, info = [], {}
-    for column, layer in enumerate(layers):
-        try:
-            result = fn(train.positive[:, column], train.negative[:, column], settings, layer)
-        except ValueError as err:
-            raise UserInputError(f"method '{method}' failed at layer {layer}: {err}") from None
-        vectors.append(result.vector)
-        info[str(layer)] = {k: float(v) for k, v in result.info.items()}
-    return torch.stack(vectors), info
+    """One unit vector per layer: ``[n_layers, width]`` and ``{str(layer): train info}``.
+
+    All layers in one batched call (``batched_methods``) on the device the activations are on;
+    the per-layer functions in ``methods`` stay as the definition the batched ones are tested against.
+    """
+    try:
+        return extract_all_layers(
+            train.positive.transpose(0, 1), train.negative.transpose(0, 1), method, settings, layers
+        )  # [n, n_layers, width] -> [n_layers, n, width] views
+    except ValueError as err:
+        raise UserInputError(f"method '{method}' failed: {err}") from None
 
 
 def mean_norms(sets: ClassSets, layers: tuple[int, ...]) -> dict[str, float]:

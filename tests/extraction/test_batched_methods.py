@@ -1,43 +1,22 @@
 """Tests for the batched (all layers at once) extraction methods.
 
 Truth: scikit-learn's ``LogisticRegression`` fit here per layer for the probe, and the
-per-layer functions in ``trait_interp.methods`` for the other methods. Data: several layers
+per-layer functions in ``trait_interp.extraction.methods`` for the other methods. Data: several layers
 stacked, each with its own planted direction and strength, paired content, and a few
-"massive" no-signal dimensions with std 100 (as in tests/test_methods.py).
+"massive" no-signal dimensions with std 100 (as in tests/extraction/test_methods.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from trait_interp import methods
-
-
-def _load_batched_methods() -> ModuleType:
-    """``trait_interp.extraction.batched_methods``, from its file while ``trait_interp.extraction`` is still a module."""
-    try:
-        return importlib.import_module("trait_interp.extraction.batched_methods")
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parents[1] / "trait_interp" / "extraction" / "batched_methods.py"
-        spec = importlib.util.spec_from_file_location("trait_interp_extraction_batched_methods", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-        return module
-
-
-batched = _load_batched_methods()
+from trait_interp.extraction import batched_methods as batched
+from trait_interp.extraction import methods
 
 MASSIVE_DIMS = (3, 17, 40)
 MASSIVE_STD = 100.0
@@ -185,7 +164,7 @@ def test_probe_after_set_num_threads() -> None:
 
 
 def test_probe_matches_todays_method_on_separable_data() -> None:
-    """Against ``trait_interp.methods.probe`` itself (lbfgs at tol 1e-4): vectors and train accuracy."""
+    """Against ``trait_interp.extraction.methods.probe`` itself (lbfgs at tol 1e-4): vectors and train accuracy."""
     stack = _stack(30, 30, 256, (0.5, 1.5), seed=5)
     for scaling in ("row_norm", "standardize"):
         settings = methods.MethodSettings(probe_scaling=scaling)
