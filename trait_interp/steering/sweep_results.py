@@ -24,10 +24,10 @@ import pandas as pd
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_json, write_json
-from trait_interp.judge.judge import SteeringJudgement
 from trait_interp.steering.coefficient_search import Direction, sign_of
 
-if TYPE_CHECKING:  # the tables need no torch: the analyses and the report read them without it
+if TYPE_CHECKING:  # reading the tables needs neither torch nor the judge (the analyses and the report)
+    from trait_interp.judge.judge import SteeringJudgement
     from trait_interp.steering.sweep import SweepConfig, SweepPlan
 
 BASELINE = 0  # the ``config`` id of the unsteered answers; configurations are 1..N in plan order
@@ -48,6 +48,10 @@ def composite_score(trait: float | None, coherence: float | None, relevance: flo
 def _mean(values: Sequence[float | None]) -> float | None:
     scored = [v for v in values if v is not None]
     return sum(scored) / len(scored) if scored else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _kind(config: SweepConfig | None) -> str:
@@ -86,7 +90,7 @@ def response_rows(
                 "trait_score": j.trait,
                 "coherence": j.coherence,
                 "relevance": j.relevance,
-                "composite": composite_score(j.trait, j.coherence, j.relevance, direction),
+                "composite": _rounded(composite_score(j.trait, j.coherence, j.relevance, direction)),
             })
     return rows
 
@@ -124,12 +128,12 @@ def result_rows(
             "trait_mean": trait_mean,
             "coherence_mean": coherence_mean,
             "relevance_mean": _mean([j.relevance for j in answers]),
-            "composite": _mean([composite_score(j.trait, j.coherence, j.relevance, direction) for j in answers]),
+            "composite": _rounded(_mean([composite_score(j.trait, j.coherence, j.relevance, direction) for j in answers])),
             "baseline_trait_mean": baseline_trait,
             "baseline_coherence_mean": baseline_coherence,
             "delta": delta,
             "effect": None if delta is None else sign * delta,
-            "side_effect": side_effects[index - 1],
+            "side_effect": round(side_effects[index - 1], 6),  # float32 sums: rounded, so reruns give the same bytes
             "coherent": coherence_mean is not None and coherence_mean >= min_coherence,
             "n": len(answers),
             "n_scored": sum(j.trait is not None and j.coherence is not None for j in answers),
