@@ -63,5 +63,6 @@ def main(
     write_json(metrics, metrics_of(table, pooled(evaluations, sweeps)))
     for row in table.itertuples():
         r_d, r_acc = rounded(row.r_cohens_d, 3), rounded(row.r_val_accuracy, 3)
+        steering = "none coherent" if pd.isna(row.best_steering_layer) else int(row.best_steering_layer)
         typer.echo(f"{row.trait} {row.method}: r(d, effect) {r_d}, r(acc, effect) {r_acc} over {row.n_layers} layers; "
-                   f"best steering layer {row.best_steering_layer}, best extraction layer {row.best_extraction_layer}")
+                   f"best steering layer {steering}, best extraction layer {row.best_extraction_layer}")
