@@ -30,6 +30,7 @@ STAGES = {
     "extract-vectors": "extract_vectors",
     "evaluate-vectors": "evaluate_vectors",
     "steering-eval": "steering_eval",
+    "steering-sweep": "steering_sweep",
     "generate-inference": "generate_inference",
     "calibrate-massive-dims": "calibrate_massive_dims",
     "monitor-layers": "monitor_layers",
@@ -42,6 +43,7 @@ STAGES = {
     "decompose": "decompose",
     "model-diff": "model_diff",
     "cross-evaluate": "cross_evaluate",
+    "steering-predictors": "steering_predictors",
     "report": "report",
 }
 COMMANDS = {**STAGES, "serve": "serve", "preset": "preset"}  # not stages: the dashboard server, switching params to a preset

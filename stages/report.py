@@ -14,6 +14,7 @@ from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
+from schemas.sweep import SweepResponses, SweepResults
 from stages._common import (
     ParamsOption,
     fill_pattern,
@@ -22,6 +23,7 @@ from stages._common import (
     user_errors,
 )
 from trait_interp.analyses.group_comparison import read_labels
+from trait_interp.analyses.steering_predictors import predictor_rows
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_json
 from trait_interp.core.tables import read_table
@@ -35,8 +37,10 @@ from trait_interp.dashboard.monitoring import (
 )
 from trait_interp.dashboard.site import write_site
 from trait_interp.dashboard.steering import steering_data
+from trait_interp.dashboard.sweep import sweep_data
 from trait_interp.monitoring.massive_dims import CLEAN_MODES
 from trait_interp.steering.best import read_best
+from trait_interp.steering.sweep_results import read_best_layers
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
@@ -74,6 +78,28 @@ def prompt_set_pages(
     return pages
 
 
+def sweep_pages(traits: list[str], evaluations: dict[str, Path], results: str | None, responses: str | None,
+                best: str | None) -> dict[str, Any]:
+    """``sweep/<i>`` (grids, comparison) and ``sweep/<i>/a/<k>`` (answers of method k) for every trait; none without a sweep."""
+    given = [x is not None for x in (results, responses, best)]
+    if not any(given):
+        return {}
+    if not all(given):
+        raise UserInputError("--sweep-results, --sweep-responses and --sweep-best go together; give all three or none")
+    tables = per_trait(results, "sweep-results", traits)  # type: ignore[arg-type]
+    answers = per_trait(responses, "sweep-responses", traits)  # type: ignore[arg-type]
+    records = per_trait(best, "sweep-best", traits)  # type: ignore[arg-type]
+    pages: dict[str, Any] = {}
+    for i, trait in enumerate(traits):
+        table = read_table(tables[trait], SweepResults)
+        predictors = predictor_rows(trait, read_table(evaluations[trait], VectorEvaluation), table)
+        page, answer_pages = sweep_data(trait, table, read_table(answers[trait], SweepResponses),
+                                        read_best_layers(records[trait]).min_coherence, predictors, f"sweep/{i}/a")
+        pages[f"sweep/{i}"] = page
+        pages.update(answer_pages)
+    return pages
+
+
 @user_errors
 def main(
     evaluation: Annotated[str, typer.Option(help="Each trait's evaluation.csv, a pattern with {trait}.")],
@@ -91,6 +117,11 @@ def main(
     diff_paired: Annotated[Path | None, typer.Option(help="model_diff's paired.csv.")] = None,
     diff_cosines: Annotated[Path | None, typer.Option(help="model_diff's cosines.csv.")] = None,
     diff_clauses: Annotated[Path | None, typer.Option(help="model_diff's clauses.jsonl.")] = None,
+    sweep_results: Annotated[str | None, typer.Option(help="Each trait's sweep results.csv, a pattern with {trait}.")] = None,
+    sweep_responses: Annotated[
+        str | None, typer.Option(help="Each trait's sweep responses.jsonl, a pattern with {trait}.")
+    ] = None,
+    sweep_best: Annotated[str | None, typer.Option(help="Each trait's sweep best_layers.json, a pattern with {trait}.")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compact per-view data (data/*.js) plus the static pages; open index.html or run `trait-interp serve`."""
@@ -109,6 +140,8 @@ def main(
         data[f"extraction/{i}"] = extraction_data(trait, table)
         steered = read_table(steered_files[trait], SteeringResponses)
         data[f"steering/{i}"] = steering_data(trait, steered, asdict(read_best(best_files[trait])))
+    swept = sweep_pages(traits, evaluations, sweep_results, sweep_responses, sweep_best)
+    data.update(swept)
     sets = []
     for model in p["monitor_models"]:
         for prompt_set in p["prompt_sets"]:
@@ -141,6 +174,7 @@ def main(
         "traits": traits,
         "extraction": [{"trait": t, "key": f"extraction/{i}"} for i, t in enumerate(traits)],
         "steering": [{"trait": t, "key": f"steering/{i}"} for i, t in enumerate(traits)],
+        "sweep": [{"trait": t, "key": f"sweep/{i}"} for i, t in enumerate(traits) if f"sweep/{i}" in swept],
         "sets": sets,
         "model_diff": diff,
     }

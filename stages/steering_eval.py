@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +53,7 @@ from trait_interp.steering.evaluate import (
     evaluate_steering,
     rises_with_coefficient,
 )
+from trait_interp.steering.sweep_results import read_best_layers
 
 PARAMS = ("layer", "steering", "judge")
 
@@ -63,6 +65,17 @@ def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:
     if rows.empty:
         raise UserInputError(f"{evaluation}: no evaluation rows for site '{site}' method '{method}'")
     return int(rows.loc[best_index(rows), "layer"])
+
+
+def best_layer_source(settings: SteeringSettings, evaluation: Path, sweep_best: Path | None, site: str,
+                      where: str) -> Callable[[], int]:
+    """What ``layer: best`` stands for (``steering.best_from``): the extraction's best layer or the sweep's."""
+    if settings.best_from == "extraction":
+        return lambda: best_extraction_layer(evaluation, site, settings.method)
+    if sweep_best is None:
+        raise UserInputError(f"{where}: sweep needs the trait's sweep record (--sweep-best, steering_sweep's "
+                             "best_layers.json); pass it or set steering.best_from: extraction")
+    return lambda: read_best_layers(sweep_best).layer_for(settings.method, site, where)
 
 
 def sweep_metrics(sweep: list[dict], direction: str) -> dict[str, object]:
@@ -112,6 +125,9 @@ def main(
     plot: Annotated[Path, typer.Option(help="Trait score and coherence per coefficient (.csv).")],
     model: ModelRecordOption,
     judge_record: JudgeRecordOption,
+    sweep_best: Annotated[
+        Path | None, typer.Option(help="The trait's sweep record (best_layers.json), read for steering.best_from: sweep.")
+    ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Steer the application model along the trait vector; the judge scores trait and coherence."""
@@ -124,6 +140,7 @@ def main(
     asked = steering_set.questions[: settings.subset] if settings.subset else steering_set.questions
     rubric = read_definition(definition, trait)
     vector_set = load_vectors(vectors, site, settings.method)
+    best_layer = best_layer_source(settings, evaluation, sweep_best, site, f"{params}:steering.best_from")
     if steering_set.eval_prompt is not None:
         try:
             custom_eval_template(steering_set.eval_prompt)
@@ -138,10 +155,7 @@ def main(
         labels = [f"{questions}: questions[{i}]" for i in range(len(asked))]
         check_context(prompts, labels, settings.max_new_tokens, context_limit(spec), "steering.max_new_tokens")
         loaded = load_model(spec, where)
-        layers = parse_layer_choice(
-            p["layer"], num_layers(loaded), lambda: best_extraction_layer(evaluation, site, settings.method),
-            "layer", allow_all=False,
-        )
+        layers = parse_layer_choice(p["layer"], num_layers(loaded), best_layer, "layer", allow_all=False)
         by_layer = {layer: vector_set.layer(layer) for layer in layers}
         decoder = Decoder(
             pad_id=tokenizer.pad_token_id,

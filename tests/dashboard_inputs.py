@@ -19,8 +19,10 @@ from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
+from schemas.sweep import SweepResponses, SweepResults
 from trait_interp.core.tables import write_table
 from trait_interp.steering.best import BestSteering, write_best
+from trait_interp.steering.sweep_results import MethodBestLayer, SweepBestLayers, write_best_layers
 
 TRAITS = ("behavior/refusal", "tone/formality")
 MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"
@@ -42,6 +44,9 @@ class Synthetic:
         return ["report", "--evaluation", f"{r}/extraction/{{trait}}/evaluation.csv",
                 "--steering-responses", f"{r}/steering/{{trait}}/responses.jsonl",
                 "--best", f"{r}/steering/{{trait}}/best.json",
+                "--sweep-results", f"{r}/sweep/{{trait}}/results.csv",
+                "--sweep-responses", f"{r}/sweep/{{trait}}/responses.jsonl",
+                "--sweep-best", f"{r}/sweep/{{trait}}/best_layers.json",
                 "--responses", f"{r}/inference/{{model}}/{{prompt_set}}/responses.jsonl",
                 "--projections", f"{r}/inference/{{model}}/{{prompt_set}}/projections.parquet",
                 "--calibration", f"{r}/inference/{{model}}/massive_dims.json",
@@ -93,6 +98,7 @@ def synthetic_experiment(
     for i, trait in enumerate(TRAITS):
         _extraction(root / "extraction" / trait, trait, i)
         _steering(root / "steering" / trait, trait, i)
+        _sweep(root / "sweep" / trait, trait, i)
     by_trait = {trait: (own_layers or {}).get(trait, layers) for trait in TRAITS}
     _monitoring(root, n_prompts, by_trait, cleaned)
     _model_diff(root / "model_diff", by_trait)
@@ -131,6 +137,54 @@ def _steering(folder: Path, trait: str, index: int) -> None:
         activation_norm=20.0,
     )
     write_best(folder / "best.json", best)
+
+
+SWEEP_ROWS = ("0", "1", "2", "3", "1-2")  # layers, then one window
+SWEEP_RATIOS = (-1.0, -0.5, 0.5, 1.0)
+SWEEP_METHODS = ("probe", "random_baseline")
+
+
+def sweep_cell(method: int, row: int, ratio: float, trait: int) -> tuple[float, float]:
+    """(trait mean, coherence mean) of a synthetic sweep cell: the probe moves the trait, coherence falls with |ratio|."""
+    push = (20 if method == 0 else 2) * ratio * (1 + row % 3) + trait
+    return round(min(100.0, max(0.0, 50 + push)), 3), round(90 - 25 * abs(ratio) - 3 * row, 3)
+
+
+def _sweep(folder: Path, trait: str, index: int) -> None:
+    questions = [f"Sweep question {q} about {trait}?" for q in range(3)]
+    results, responses = [], []
+    for q, text in enumerate(questions):
+        responses.append({"trait": trait, "config": 0, "kind": "baseline", "method": "none", "site": "residual",
+                          "layers": "", "ratio": 0.0, "coefficient": 0.0, "question_index": q, "question": text,
+                          "response": f"Baseline answer {q}", "response_ids": [1, 2], "trait_score": 50.0,
+                          "coherence": 90.0, "relevance": None, "composite": 0.6})
+    config = 0
+    for m, method in enumerate(SWEEP_METHODS):
+        for row, layers in enumerate(SWEEP_ROWS):
+            first, last = (int(x) for x in (layers.split("-") if "-" in layers else (layers, layers)))
+            for ratio in SWEEP_RATIOS:
+                config += 1
+                trait_mean, coherence = sweep_cell(m, row, ratio, index)
+                results.append({
+                    "trait": trait, "config": config, "kind": "window" if "-" in layers else "layer", "method": method,
+                    "site": "residual", "layers": layers, "first_layer": first, "last_layer": last, "ratio": ratio,
+                    "coefficient": ratio * 20, "trait_mean": trait_mean, "coherence_mean": coherence,
+                    "relevance_mean": None, "composite": 0.5, "baseline_trait_mean": 50.0,
+                    "baseline_coherence_mean": 90.0, "delta": trait_mean - 50.0, "effect": trait_mean - 50.0,
+                    "side_effect": round(0.1 * abs(ratio) * (1 + row), 6), "coherent": coherence >= 70, "n": 3,
+                    "n_scored": 3})
+                for q, text in enumerate(questions):
+                    responses.append({
+                        "trait": trait, "config": config, "kind": results[-1]["kind"], "method": method,
+                        "site": "residual", "layers": layers, "ratio": ratio, "coefficient": ratio * 20,
+                        "question_index": q, "question": text, "response": f"{method} {layers} {ratio:+g} answer {q}",
+                        "response_ids": [3, 4], "trait_score": trait_mean, "coherence": coherence, "relevance": None,
+                        "composite": 0.5})
+    table = pd.DataFrame(results)
+    write_table(table, SweepResults, folder / "results.csv")
+    write_table(pd.DataFrame(responses), SweepResponses, folder / "responses.jsonl")
+    write_best_layers(folder / "best_layers.json", SweepBestLayers(trait, "residual", 70.0, (
+        MethodBestLayer("probe", 2), MethodBestLayer("random_baseline", 2))))
 
 
 def _monitoring(root: Path, n_prompts: int, layers: dict[str, tuple[int, ...]], cleaned: str) -> None:

@@ -57,6 +57,8 @@ def reduce_params(root: Path) -> None:
     params["extraction"]["sites"] = ["residual", "attn_out"]
     params["vectors"]["methods"] = ["probe", "mean_diff"]
     params["steering"].update(subset=3, search_steps=2, max_new_tokens=8, sweep_ratios=[-0.5, 0.5])
+    params["sweep"].update(layers=[1, 2], windows=[[1, 2]], methods=["probe", "mean_diff"], ratios=[-0.5, 0.5],
+                           subset=2, max_new_tokens=8, side_effect_prompts=4)
     params["inference"]["max_new_tokens"] = 8
     params["prompt_sets"] = ["mixed_requests"]
     params["monitor_models"] = ["toy-instruct"]

@@ -54,6 +54,7 @@ from trait_interp.extraction.vetting import VettingSettings
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.monitoring.selection import MonitoringSettings
 from trait_interp.steering.evaluate import SteeringSettings
+from trait_interp.steering.sweep import SweepSettings, plan_sweep
 
 REQUIRED_SECTIONS: tuple[str, ...] = tuple(s for s in PARAM_SECTIONS if s not in ("toy_models", "toy_lora"))
 """Top-level keys every experiment needs (dvc.yaml or a stage reads each); the toy sections are needed only
@@ -224,7 +225,7 @@ def validate_experiment(files: ExperimentFiles, stage_sections: Mapping[str, typ
     _check_vector_users(sections, source, out)
     _check_traits(traits, files, extraction, vetting, sections.get("judge"), out)
     loaded_sets = _check_prompt_sets(prompt_sets, files.prompt_sets_root, out)
-    _check_references(data, sections, source, traits, prompt_sets, loaded_sets, out)
+    _check_references(data, sections, source, traits, prompt_sets, loaded_sets, files.prompt_sets_root, out)
     _check_layers(data, sections, models, source, out)
     if vectors is not None and extraction is not None:
         with out.check():
@@ -247,7 +248,8 @@ def _parse_sections(data: Mapping[str, Any], source: str, stage_sections: dict[s
     classes: dict[str, type] = {
         "pipeline": PipelineSection, "generation": GenerationSettings, "inference": GenerationSettings,
         "extraction": ExtractionSettings, "vectors": VectorSettings, "judge": JudgeSettings, "vetting": VettingSettings,
-        "steering": SteeringSettings, "monitoring": MonitoringSettings, "analyses": AnalysesSection,
+        "steering": SteeringSettings, "sweep": SweepSettings, "monitoring": MonitoringSettings,
+        "analyses": AnalysesSection,
         **_toy_sections(data), **stage_sections,
     }
     parsed: dict[str, Any] = {}
@@ -360,6 +362,8 @@ def _check_vector_users(sections: Mapping[str, Any], source: str, out: _Collecto
         users.append(("steering", sections["steering"].site, [sections["steering"].method]))
     if "monitoring" in sections:
         users.append(("monitoring", sections["monitoring"].site, [sections["monitoring"].method]))
+    if "sweep" in sections:
+        users.append(("sweep", sections["sweep"].site, list(sections["sweep"].methods)))
     analyses = sections.get("analyses")
     if analyses is not None and analyses.cross_evaluation is not None:
         cross = analyses.cross_evaluation
@@ -373,7 +377,7 @@ def _check_vector_users(sections: Mapping[str, Any], source: str, out: _Collecto
                     f"{source}:{name}.site: '{site}' is not in extraction.sites ({', '.join(sorted(sites))}), "
                     "so it has no vectors; add it to extraction.sites or pick one of those"
                 )
-        key = "methods" if name == "analyses.cross_evaluation" else "method"
+        key = "methods" if name in ("analyses.cross_evaluation", "sweep") else "method"
         for method in wanted:
             if methods is not None and method not in methods:
                 out.problems.append(
@@ -384,6 +388,21 @@ def _check_vector_users(sections: Mapping[str, Any], source: str, out: _Collecto
         if name in sections:
             with out.check():
                 check_site(sections[name].site, f"{source}:{name}.site")
+    _check_best_from(sections, source, out)
+
+
+def _check_best_from(sections: Mapping[str, Any], source: str, out: _Collector) -> None:
+    """``steering.best_from: sweep`` reads the sweep's best layer of steering.method at steering.site."""
+    steering, sweep = sections.get("steering"), sections.get("sweep")
+    if steering is None or steering.best_from != "sweep" or sweep is None:
+        return
+    where = f"{source}:steering.best_from"
+    if steering.method not in sweep.methods:
+        out.problems.append(f"{where}: sweep, but steering.method '{steering.method}' is not in sweep.methods "
+                            f"({', '.join(sweep.methods)}); add it there or set steering.best_from: extraction")
+    if steering.site != sweep.site:
+        out.problems.append(f"{where}: sweep, but the sweep steers site '{sweep.site}' and steering.site is "
+                            f"'{steering.site}'; make them the same or set steering.best_from: extraction")
 
 
 def _check_traits(traits: list[str], files: ExperimentFiles, extraction: ExtractionSettings | None,
@@ -487,7 +506,8 @@ def _check_prompt_sets(names: list[str], root: Path, out: _Collector) -> dict[st
 
 
 def _check_references(data: Mapping[str, Any], sections: Mapping[str, Any], source: str, traits: list[str],
-                      prompt_sets: list[str], loaded_sets: Mapping[str, PromptSet], out: _Collector) -> None:
+                      prompt_sets: list[str], loaded_sets: Mapping[str, PromptSet], prompt_sets_root: Path,
+                      out: _Collector) -> None:
     """Names used in one place must be listed in another: prompt sets, traits, judge labels, raw models."""
 
     def need(value: str, known: Sequence[str], where: str, listed: str) -> None:
@@ -497,6 +517,8 @@ def _check_references(data: Mapping[str, Any], sections: Mapping[str, Any], sour
 
     if "massive_dims" in sections:
         need(sections["massive_dims"].prompt_set, prompt_sets, "massive_dims.prompt_set", "prompt_sets")
+    if "sweep" in sections:
+        _check_side_effect_set(sections["sweep"], prompt_sets_root, source, out)
     raw = data.get("raw_activations")
     if isinstance(raw, Mapping):
         monitored = data.get("monitor_models") if isinstance(data.get("monitor_models"), list) else []
@@ -525,6 +547,20 @@ def _check_references(data: Mapping[str, Any], sections: Mapping[str, Any], sour
                 need(entry.labels, list(labels), f"{where}.labels", "analyses.judge_labels")
             if isinstance(entry, GroupComparisonEntry) and entry.prompt_set in loaded_sets:
                 _check_label_field(loaded_sets[entry.prompt_set], entry, where, source, out)
+
+
+def _check_side_effect_set(sweep: SweepSettings, root: Path, source: str, out: _Collector) -> None:
+    """The sweep's neutral prompts: a prompt set under the prompt-sets root (not necessarily in prompt_sets)."""
+    path = Path(root) / f"{sweep.side_effect_prompt_set}.json"
+    if not path.is_file():
+        out.problems.append(f"{source}:sweep.side_effect_prompt_set: '{sweep.side_effect_prompt_set}' has no file {path}; "
+                            "name a prompt set there")
+        return
+    with out.check():
+        prompts = load_prompt_set(path).prompts
+        if len(prompts) < sweep.side_effect_prompts:
+            out.problems.append(f"{source}:sweep.side_effect_prompts: {sweep.side_effect_prompts} but {path} has "
+                                f"{len(prompts)} prompts; lower it or pick a larger prompt set")
 
 
 def _check_label_field(prompt_set: PromptSet, entry: GroupComparisonEntry, where: str, source: str,
@@ -672,6 +708,10 @@ def _check_layers(data: Mapping[str, Any], sections: Mapping[str, Any], models: 
         if application is not None and application.n_layers is not None:
             _check_layer(value, application, extracted, source, "steering", out,
                          lambda n: parse_layer_choice(value, n, lambda: 0, f"{source}:layer", allow_all=False))
+    sweep = sections.get("sweep")
+    application = models.get(str(data.get("application_model")))
+    if sweep is not None and application is not None and application.n_layers is not None:
+        _check_sweep_layers(sweep, application, extracted, source, out)
     monitoring = sections.get("monitoring")
     if monitoring is not None:
         choice = list(monitoring.layer) if isinstance(monitoring.layer, tuple) else monitoring.layer
@@ -715,3 +755,17 @@ def _check_layer(value: Any, model: _Model, extracted: tuple[int, ...] | None, s
                     f"extraction.layers does not extract ({', '.join(map(str, extracted))}); add them there or pick "
                     "extracted layers"
                 )
+
+
+def _check_sweep_layers(sweep: SweepSettings, model: _Model, extracted: tuple[int, ...] | None, source: str,
+                        out: _Collector) -> None:
+    """The sweep's grid on the application model: in range, and only layers extraction makes vectors for."""
+    assert model.n_layers is not None
+    with out.check(f" (sweep on application_model '{model.name}')"):
+        plan = plan_sweep(sweep, model.n_layers, f"{source}:sweep")
+        missing = [layer for layer in plan.layers if extracted is not None and layer not in extracted]
+        if missing:
+            raise UserInputError(
+                f"{source}:sweep: the sweep steers layer(s) {', '.join(map(str, missing))}, which extraction.layers "
+                f"does not extract ({', '.join(map(str, extracted or ()))}); add them there or sweep extracted layers"
+            )

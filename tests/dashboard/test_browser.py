@@ -270,6 +270,39 @@ def test_model_diff_view_draws_effect_cosine_and_clauses(driver, toy):
     screenshot(driver, "model_diff")
 
 
+def test_sweep_view_draws_a_heatmap_per_method_outlines_coherent_cells_and_shows_a_cells_answers(driver, toy, big):
+    for url, report, name in ((*toy, "sweep"), (*big, "sweep_synthetic")):
+        open_view(driver, url, "sweep")
+        expected = data(report, "sweep/0")
+        n_cells = len(expected["rows"]) * len(expected["ratios"])
+        for method in expected["methods"]:
+            grid = expected["grids"][method]
+            maps = css(driver, f"div.charts[data-method='{method}'] svg.heatmap")
+            assert len(maps) == 2  # trait delta and coherence
+            for svg in maps:
+                assert len(svg.find_elements("css selector", "rect.cell")) == n_cells
+                outlined = svg.find_elements("css selector", "rect.cell.outlined")
+                assert len(outlined) == sum(v is True for row in grid["coherent"] for v in row)
+        rows = css(driver, "table.comparison tbody tr")
+        assert [r.find_element("css selector", "td").text for r in rows] == expected["methods"]
+        # a click on a cell shows that configuration's answers beside the baseline's
+        method = expected["methods"][-1]
+        cell = css(driver, f"div.charts[data-method='{method}'] svg.heatmap rect.cell")[n_cells - 1]
+        cell.click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        config = expected["grids"][method]["config"][-1][-1]
+        answers = data(report, expected["answers"][-1])[str(config)]
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element("id", "view").get_attribute("data-rendered") == "sweep"
+            and css(d, "rect.cell.selected")
+            and css(d, "table.sweep-answers td.answer .text")[0].get_attribute("textContent") == answers[0]["response"],
+            f"the clicked cell's answers never showed: {page_errors(driver)}")
+        assert len(css(driver, "table.sweep-answers tbody tr")) == len(answers)
+        assert len(css(driver, "rect.cell.selected")) == 2  # the same cell in both maps
+        screenshot(driver, name)
+
+
 @pytest.fixture(scope="module")
 def own_layers(tmp_path_factory):
     """A report whose two traits were projected at different layers (layer: best), served."""

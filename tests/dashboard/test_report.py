@@ -14,11 +14,15 @@ from schemas.inference import InferenceResponses
 from tests.dashboard_inputs import (
     LONG_ROW,
     NOTES,
+    SWEEP_METHODS,
+    SWEEP_RATIOS,
+    SWEEP_ROWS,
     TRAITS,
     label_of,
     massive_value,
     prompt_text,
     raw_value,
+    sweep_cell,
     synthetic_experiment,
 )
 from tests.pipeline.test_stages import invoke
@@ -118,6 +122,34 @@ def test_extraction_best_is_the_evaluation_best_and_steering_means_skip_unscored
     assert by_id["search-1"]["trait_mean"] == pytest.approx((20 + 39) + (1 + 2) / 3)  # question 3 unscored
     assert [c["id"] for c in steering["configs"] if c["best"]] == ["search-0"]
     assert len(steering["answers"]["baseline"]) == 4 and steering["min_coherence"] == 70.0
+
+
+def test_sweep_grids_are_the_results_and_the_comparison_is_the_best_coherent_cell(built):
+    synthetic, site = built
+    index = _data(site, "index")
+    assert [e["trait"] for e in index["sweep"]] == list(TRAITS)
+    data = _data(site, "sweep/1")
+    assert data["rows"] == list(SWEEP_ROWS) and data["ratios"] == list(SWEEP_RATIOS)
+    assert data["methods"] == list(SWEEP_METHODS) and data["min_coherence"] == 70.0
+    for m, method in enumerate(SWEEP_METHODS):
+        grid = data["grids"][method]
+        for i in range(len(SWEEP_ROWS)):
+            for j, ratio in enumerate(SWEEP_RATIOS):
+                trait_mean, coherence = sweep_cell(m, i, ratio, 1)
+                assert grid["delta"][i][j] == pytest.approx(trait_mean - 50.0)
+                assert grid["coherence_mean"][i][j] == pytest.approx(coherence)
+                assert grid["coherent"][i][j] == (coherence >= 70)
+    # by hand: the largest delta among the coherent cells
+    cells = [(sweep_cell(0, i, r, 1)[0] - 50, sweep_cell(0, i, r, 1)[1], SWEEP_ROWS[i], r)
+             for i in range(len(SWEEP_ROWS)) for r in SWEEP_RATIOS]
+    best = max((c for c in cells if c[1] >= 70), key=lambda c: c[0])
+    probe = data["comparison"][0]
+    assert (probe["method"], probe["layers"], probe["ratio"], probe["delta"]) == ("probe", best[2], best[3], best[0])
+    assert probe["best_extraction_layer"] is not None
+    config = probe["config"]
+    answers = _data(site, data["answers"][0])[str(config)]
+    assert [a["q"] for a in answers] == [0, 1, 2] and answers[0]["response"] == f"probe {best[2]} {best[3]:+g} answer 0"
+    assert len(data["baseline_answers"]) == 3 and data["questions"]["2"] == f"Sweep question 2 about {TRAITS[1]}?"
 
 
 def test_model_diff_clauses_are_ranked(built):

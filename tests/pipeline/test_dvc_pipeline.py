@@ -88,7 +88,7 @@ def project(reproduced_toy, tmp_path_factory) -> Path:
 
 
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
-             "steering_eval")
+             "steering_sweep", "steering_eval")
 # the toy world's own stages (they exist only there: pipeline.toy_world) and the records of its models
 TOY_WORLD = {"build_toy_models@toy", "build_toy_lora@toy", "resolve_toy_models@toy"}
 ONCE = {"generate_inference@toy-instruct-mixed_requests", "calibrate_massive_dims@toy-instruct",
@@ -98,7 +98,8 @@ VALIDATE = {"validate"}
 # everything that reads the vectors of all traits, i.e. re-runs after any trait changes
 PROJECTION_AND_AFTER = {"monitor_layers", "project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
-                        "decompose@refusal_x_optimism", "model_diff", "cross_evaluate", "report"}
+                        "decompose@refusal_x_optimism", "model_diff", "cross_evaluate", "steering_predictors",
+                        "report"}
 
 
 def test_second_repro_runs_nothing(project):
@@ -182,3 +183,39 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
         assert column in text
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)
+
+
+def test_a_sweep_split_over_two_queued_experiments_runs_through_the_dvc_queue(project):
+    """A sweep larger than one GPU: split by layers into queued experiments, run by `dvc queue start --jobs 2`."""
+    import json
+    import time
+
+    for layer in (1, 2):
+        _run(["dvc", "exp", "run", "--queue", "-S", f"sweep.layers=[{layer}]", "-S", "sweep.windows=[]",
+              "-n", f"sweep-l{layer}"], project)
+    _run(["dvc", "queue", "start", "--jobs", "2"], project)
+    deadline = time.monotonic() + 1500
+    status = _run(["dvc", "queue", "status"], project)
+    while "Queued" in status or "Running" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+        status = _run(["dvc", "queue", "status"], project)
+    try:
+        assert status.count("Success") == 2, status
+        refs = _run(["git", "for-each-ref", "refs/exps", "--format", "%(refname:lstrip=-1) %(objectname)"], project)
+        commits = dict(line.split() for line in refs.splitlines() if line.strip())
+        for layer in (1, 2):
+            name = f"sweep-l{layer}"
+            ran = _stages_run(_run(["dvc", "queue", "logs", name], project))
+            # only the sweeps and what reads them (steering_eval too, had a best layer changed)
+            assert {f"steering_sweep@{t}" for t in TRAITS} <= ran
+            assert ran <= VALIDATE | {f"steering_{s}@{t}" for s in ("sweep", "eval") for t in TRAITS} | {
+                "steering_predictors", "monitor_layers", "report"}, ran
+            for trait in TRAITS:  # each experiment's commit holds its share of the grid
+                shown = json.loads(_run(["git", "show", f"{commits[name]}:experiments/toy/metrics/sweep/{trait}.json"],
+                                        project))
+                assert shown["layers"] == [layer] and shown["n_configs"] == 2 * 2  # methods x ratios
+        listed = _run(["dvc", "exp", "show", "--csv"], project)
+        assert "sweep-l1" in listed and "sweep-l2" in listed
+    finally:
+        _run(["dvc", "exp", "remove", "sweep-l1", "sweep-l2"], project)

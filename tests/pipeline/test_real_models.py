@@ -43,6 +43,8 @@ def cpu_overrides(params: dict, judge_url: str, cpu_models: bool) -> None:
     params["vetting"].update(pos_threshold=0, neg_threshold=100, min_pairs=3)
     params["vectors"]["methods"] = ["probe", "mean_diff"]
     params["steering"].update(subset=2, search_steps=1, sweep_ratios=None, max_new_tokens=4)
+    params["sweep"].update(layers=[1, 2], windows=[], methods=["probe"], ratios=[1.0], subset=2, max_new_tokens=4,
+                           side_effect_prompts=2)  # the fake models have 4 layers
     params["inference"]["max_new_tokens"] = 6
     params["judge"]["base_url"] = judge_url
     params["analyses"].update(group_comparisons={}, judge_labels={}, judged_comparisons={}, decompositions={},

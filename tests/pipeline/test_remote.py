@@ -34,7 +34,7 @@ from tests.toy_project import TRAITS, copy_project  # noqa: E402
 
 REMOTE = "r2"  # the default remote named in the committed .dvc/config
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
-             "steering_eval")
+             "steering_sweep", "steering_eval")
 LARGE = "synthetic/large_activations.bin"  # a `dvc add`ed file over s3fs's 100 MiB single-PUT limit
 LARGE_MIB = 105
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -435,6 +435,21 @@ def test_repro_pull_allow_missing_reruns_only_steering_without_activations(proje
     for trait in TRAITS:  # the pulled judge cache answered every judge call again
         metrics = json.loads((repo / f"experiments/toy/metrics/steering/{trait}.json").read_text())
         assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] > 0
+
+
+def test_a_sweep_rerun_after_pull_makes_no_judge_calls(project, pushed, s3, tmp_path):
+    """A fresh machine pulls the sweeps (their judge caches with them) and re-runs them: every answer is cached."""
+    repo = clone(project, tmp_path / "clone")
+    point_at(repo, s3, pushed["prefix"])
+    run(["dvc", "pull", "steering_sweep"], repo, env=credentials(s3))
+    ran = run(["dvc", "repro", "--pull", "--allow-missing", "--force", "--single-item", "steering_sweep"], repo,
+              env=credentials(s3))
+    assert stages_run(output(ran)) == {f"steering_sweep@{t}" for t in TRAITS}
+    for trait in TRAITS:
+        metrics = json.loads((repo / f"experiments/toy/metrics/sweep/{trait}.json").read_text())
+        assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] == metrics["estimate"]["judge_requests"]
+        results = f"experiments/toy/sweep/toy-instruct/{trait}/results.csv"
+        same_tree(project / results, repo / results)  # the same answers, the same scores
 
 
 # --- failures ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from schemas.evaluation import VectorEvaluation
 from schemas.examples import Examples
 from schemas.responses import Responses
 from schemas.steering import SteeringCurve, SteeringResponses
+from schemas.sweep import SweepPlot, SweepResponses, SweepResults
 from schemas.vetting import VettingScores
 from stages.cli import STAGES
 from tests.conftest import CORPUS, REPO, TINY_TRAINING
@@ -410,6 +411,108 @@ def test_steering_sweep_runs_both_signs_beside_the_search_and_is_never_the_best(
     means = [metrics["sweep"][k]["trait"] for k in ("-0.5", "+0", "+0.5")]
     assert metrics["sweep"]["+0"]["trait"] == metrics["baseline_trait"]
     assert metrics["sweep_monotonic"] == (means[0] <= means[1] <= means[2])
+
+
+SWEEP = {"sweep.layers": [0, 2], "sweep.windows": [[0, 1]], "sweep.ratios": [-1.0, 1.0], "sweep.subset": 2,
+         "sweep.max_new_tokens": 6, "sweep.side_effect_prompts": 3, "sweep.batch_size": 10}
+
+
+def sweep_args(out: Path, params: Path, dest: Path, cache: Path) -> tuple:
+    trait = REPO / "datasets/traits/behavior/refusal"
+    return ("steering-sweep", "--trait", "behavior/refusal", "--questions", trait / "steering.json",
+            "--definition", trait / "definition.txt", "--neutral-prompts", REPO / "datasets/inference/everyday_questions.json",
+            "--vectors", out / "vectors", "--judge-cache", cache, "--results", dest / "results.csv",
+            "--responses", dest / "responses.jsonl", "--best-layers", dest / "best_layers.json",
+            "--metrics", dest / "metrics.json", "--plot", dest / "plot.csv", "--params", params)
+
+
+@pytest.fixture(scope="module")
+def swept(pipeline, tmp_path_factory):
+    """The sweep stage once on the tiny models with the local LLM judge (it asks relevance too)."""
+    tmp, _, out = pipeline
+    dest = tmp_path_factory.mktemp("sweep")
+    params = make_params(dest, tmp, **SWEEP)
+    result = invoke(*sweep_args(out, params, dest, dest / "cache.jsonl"))
+    assert result.exit_code == 0, result.output
+    return dest, params, result.output
+
+
+def test_sweep_writes_the_long_table_every_answer_and_its_costs(swept):
+    dest, params, output = swept
+    results = read_table(dest / "results.csv", SweepResults)
+    answers = read_table(dest / "responses.jsonl", SweepResponses)
+    n_configs, n_questions = 2 * (2 + 1) * 2, 2  # methods x (layers 0, 2 + window 0-1) x ratios
+    assert len(results) == n_configs and len(answers) == (n_configs + 1) * n_questions
+    assert set(results["layers"]) == {"0", "2", "0-1"} and set(results["method"]) == {"probe", "random_baseline"}
+    assert (results["side_effect"] > 0).all() and results["relevance_mean"].notna().all()  # the local judge asks it
+    assert results["composite"].between(0, 1).all()
+    assert (results["delta"] == results["trait_mean"] - results["baseline_trait_mean"]).all()
+    assert len(read_table(dest / "plot.csv", SweepPlot)) == n_configs
+    metrics = json.loads((dest / "metrics.json").read_text())
+    judged = (n_configs + 1) * n_questions * 3  # trait, grammar, relevance per answer
+    assert metrics["estimate"]["judge_requests"] == judged
+    # each distinct request is sent once: trait and relevance per (question, answer), grammar per answer
+    distinct = 2 * len(answers.drop_duplicates(["question", "response"])) + answers["response"].nunique()
+    assert metrics["judge"]["calls"] == distinct and metrics["judge"]["cache_hits"] == 0
+    assert metrics["generations"] == (n_configs + 1) * n_questions and metrics["generate_calls"] == 3  # 24 rows, batch 10
+    assert metrics["estimate"]["cost_usd"] > 0 and metrics["estimate"]["prompt_tokens"] > 100 * judged
+    # what it will make is printed before anything runs (the model loads after it)
+    announced = output.splitlines()[0]
+    assert f"{n_configs} configurations" in announced and f"{(n_configs + 1) * n_questions} generations" in announced
+    assert f"up to {judged} judge requests" in announced and "$" in announced and "judge.price_input_per_million" in announced
+    assert output.index("generate calls") > output.index("judge requests")
+
+
+def test_sweep_rerun_makes_no_judge_calls_and_the_same_tables(swept, pipeline, tmp_path):
+    dest, params, _ = swept
+    _, _, out = pipeline
+    cache = tmp_path / "pulled-cache.jsonl"
+    cache.write_bytes((dest / "cache.jsonl").read_bytes())  # what `dvc pull` restores
+    result = invoke(*sweep_args(out, params, tmp_path, cache))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] == metrics["estimate"]["judge_requests"]
+    for name in ("results.csv", "responses.jsonl", "best_layers.json", "plot.csv"):
+        assert (tmp_path / name).read_bytes() == (dest / name).read_bytes(), name
+
+
+def test_layer_best_can_come_from_the_sweep(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    params = make_params(tmp_path, tmp, layer="best", **SWEEP, **{"steering.min_coherence": 0,
+                                                                 "steering.best_from": "sweep",
+                                                                 "steering.search_steps": 1})
+    result = invoke(*sweep_args(out, params, tmp_path / "sweep", tmp_path / "sweep-cache.jsonl"))
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "sweep/best_layers.json").read_text())
+    results = read_table(tmp_path / "sweep/results.csv", SweepResults)
+    singles = results[(results["method"] == "probe") & (results["kind"] == "layer")]
+    best = singles.sort_values(["effect", "ratio"], ascending=[False, True], key=lambda c: c if c.name == "effect"
+                               else c.abs()).iloc[0]  # every cell is coherent at min_coherence 0
+    assert record["methods"][0] == {"method": "probe", "layer": int(best["first_layer"])}
+    steered = invoke(*steer_args(out, params, tmp_path / "steer", cache=tmp_path / "c.jsonl"),
+                     "--sweep-best", tmp_path / "sweep/best_layers.json")
+    assert steered.exit_code == 0, steered.output
+    assert json.loads((tmp_path / "steer/best.json").read_text())["layers"] == [int(best["first_layer"])]
+    # without the record, or with a method the sweep did not run: one-line errors naming the param
+    _fails(invoke(*steer_args(out, params, tmp_path / "x", cache=tmp_path / "c.jsonl")), "steering.best_from",
+           "--sweep-best")
+    other = make_params(tmp_path, tmp, layer="best", **SWEEP, **{"steering.best_from": "sweep",
+                                                                "steering.method": "mean_diff"})
+    _fails(invoke(*steer_args(out, other, tmp_path / "x", cache=tmp_path / "c.jsonl"), "--sweep-best",
+                  tmp_path / "sweep/best_layers.json"), "no method 'mean_diff'", "sweep.methods")
+
+
+def test_sweep_bad_params_are_one_line_errors(pipeline, tmp_path):
+    tmp, _, out = pipeline
+    for override, fragments in (
+        ({"sweep.windows": [[2, 1]]}, ("sweep.windows[0]", "needs last > first")),
+        ({"sweep.side_effect_prompts": 99}, ("sweep.side_effect_prompts: 99", "lower it")),
+        ({"sweep.methods": ["probe", "svm"]}, ("no vectors for site 'residual' method 'svm'",)),
+        ({"sweep.layers": [7]}, ("sweep.layers", "layer 7 is out of range")),
+    ):
+        params = make_params(tmp_path, tmp, **{**SWEEP, **override})
+        _fails(invoke(*sweep_args(out, params, tmp_path / "bad", tmp_path / "c.jsonl")), *fragments)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_steering_bad_inputs(pipeline, tmp_path, monkeypatch):

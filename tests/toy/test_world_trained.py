@@ -18,6 +18,7 @@ import yaml
 from schemas.evaluation import VectorEvaluation
 from schemas.responses import Responses
 from schemas.steering import SteeringCurve
+from schemas.sweep import SteeringPredictors, SweepResults
 from schemas.vetting import VettingScores
 from tests.conftest import CORPUS, REPO
 from tests.stage_runs import invoke as run_stage
@@ -70,6 +71,28 @@ def steer(root: Path, params: Path, dest: str) -> dict:
     }
 
 
+def sweep(root: Path, params: Path, out: Path) -> dict:
+    """The toy default sweep (params.yaml's sweep:): probe and random_baseline x 4 layers and [1, 2] x +-0.5, +-1,
+    then the correlation stage over it (its inputs laid out per trait, as dvc.yaml's patterns have them)."""
+    source = REPO / f"datasets/traits/{TRAIT}"
+    dest = root / "sweep" / TRAIT
+    invoke("steering-sweep", "--trait", TRAIT, "--questions", source / "steering.json",
+           "--definition", source / "definition.txt", "--neutral-prompts", REPO / "datasets/inference/everyday_questions.json",
+           "--vectors", out / "vectors", "--judge-cache", root / "sweep-cache.jsonl", "--results", dest / "results.csv",
+           "--responses", dest / "responses.jsonl", "--best-layers", dest / "best_layers.json",
+           "--metrics", dest / "metrics.json", "--plot", dest / "plot.csv", "--params", params)
+    (dest / "evaluation.csv").write_bytes((out / "evaluation.csv").read_bytes())
+    one_trait = yaml.safe_load(params.read_text())
+    one_trait["traits"] = [TRAIT]
+    (root / "one-trait.yaml").write_text(yaml.safe_dump(one_trait))
+    invoke("steering-predictors", "--evaluation", f"{root}/sweep/{{trait}}/evaluation.csv",
+           "--results", f"{root}/sweep/{{trait}}/results.csv", "--out", root / "predictors.csv",
+           "--metrics", root / "predictors.json", "--params", root / "one-trait.yaml")
+    return {"results": read_table(dest / "results.csv", SweepResults),
+            "metrics": json.loads((dest / "metrics.json").read_text()),
+            "predictors": read_table(root / "predictors.csv", SteeringPredictors)}
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy_world")
@@ -98,7 +121,7 @@ def toy_run(tmp_path_factory):
     # the control: a random unit direction (extract_vectors' random_baseline) at the very same coefficients
     grid = sorted({probe["best"]["coefficient"], *(r * probe["best"]["activation_norm"] for r in SWEEP)})
     control = steer(root, params_file(root, "control", method="random_baseline", coefficients=grid), "control")
-    return root, out, probe, control
+    return root, out, probe, control, sweep(root, params, out)
 
 
 def test_training_lowers_the_loss_and_is_recorded(toy_run):
@@ -134,7 +157,7 @@ def test_probe_accuracy_at_the_best_layer(toy_run):
 
 
 def test_steering_raises_the_oracle_score_with_a_positive_coefficient_and_lowers_it_with_a_negative(toy_run):
-    *_, probe, _ = toy_run
+    _, _, probe, _, _ = toy_run
     sweep = probe["metrics"]["sweep"]
     baseline = sweep["+0"]["trait"]
     assert sweep["+1"]["trait"] >= baseline + 10 and sweep["-1"]["trait"] <= baseline - 10
@@ -145,7 +168,7 @@ def test_steering_raises_the_oracle_score_with_a_positive_coefficient_and_lowers
 
 
 def test_the_searched_best_coefficient_keeps_coherence_above_the_threshold(toy_run):
-    *_, probe, _ = toy_run
+    _, _, probe, _, _ = toy_run
     best = probe["best"]
     assert best["valid"] is True and best["coherence_mean"] >= best["min_coherence"] == 70
     assert best["coefficient"] > 0 and best["delta"] > 0
@@ -154,7 +177,7 @@ def test_the_searched_best_coefficient_keeps_coherence_above_the_threshold(toy_r
 
 
 def test_a_random_direction_of_the_same_norm_moves_the_score_far_less(toy_run):
-    *_, probe, control = toy_run
+    _, _, probe, control, _ = toy_run
     assert control["best"]["method"] == "random_baseline"
     assert control["best"]["activation_norm"] == pytest.approx(probe["best"]["activation_norm"], rel=1e-6)
     steered = pd.concat([probe["curve"], control["curve"]], keys=["probe", "random"]).reset_index(level=0)
@@ -165,3 +188,65 @@ def test_a_random_direction_of_the_same_norm_moves_the_score_far_less(toy_run):
         if abs(coefficient) >= 0.5 * probe["best"]["activation_norm"]:
             assert abs(effect) >= 10, (coefficient, effect)
             assert abs(placebo) <= 0.5 * abs(effect), (coefficient, effect, placebo)
+
+
+# --- the sweep ---------------------------------------------------------------------------------------
+
+
+def _cells(results: pd.DataFrame, method: str) -> pd.DataFrame:
+    return results[results["method"] == method].set_index(["layers", "ratio"])
+
+
+def test_the_sweep_moves_the_planted_trait_with_the_sign_of_the_ratio(toy_run):
+    *_, swept = toy_run
+    probe = _cells(swept["results"], "probe")
+    print(swept["results"][["method", "layers", "ratio", "delta", "coherence_mean", "side_effect"]].to_string())
+    for layers in ("1", "2", "1-2"):  # the middle layers, and both steered together
+        deltas = [probe.loc[(layers, r), "delta"] for r in (-1.0, -0.5, 0.5, 1.0)]
+        assert deltas[0] <= -10 and deltas[3] >= 10, (layers, deltas)
+        assert deltas[1] <= 0 <= deltas[2], (layers, deltas)
+        assert deltas == sorted(deltas), (layers, deltas)  # the trait follows the ratio across the grid
+
+
+def test_the_random_direction_barely_moves_the_trait(toy_run):
+    *_, swept = toy_run
+    probe, random = _cells(swept["results"], "probe"), _cells(swept["results"], "random_baseline")
+    for layers in ("1", "2", "1-2"):
+        for ratio in (-1.0, 1.0):
+            effect, placebo = probe.loc[(layers, ratio), "delta"], random.loc[(layers, ratio), "delta"]
+            assert abs(placebo) <= 0.5 * abs(effect), (layers, ratio, effect, placebo)
+    assert random["delta"].abs().median() <= 10
+
+
+def test_the_side_effect_grows_with_the_size_of_the_ratio(toy_run):
+    *_, swept = toy_run
+    results = swept["results"]
+    for (method, layers), cells in results.groupby(["method", "layers"]):
+        kl = cells.set_index("ratio")["side_effect"]
+        assert kl[-1.0] > kl[-0.5] > 0 and kl[1.0] > kl[0.5] > 0, (method, layers, kl.to_dict())
+
+
+def test_the_correlation_stage_equals_a_computation_by_hand(toy_run):
+    import numpy as np
+
+    _, out, _, _, swept = toy_run
+    evaluation = read_table(out / "evaluation.csv", VectorEvaluation)
+    results, predictors = swept["results"], swept["predictors"].set_index("method")
+    for method in ("probe", "random_baseline"):
+        rows = evaluation[(evaluation["site"] == "residual") & (evaluation["method"] == method)].set_index("layer")
+        effect, d, acc = [], [], []
+        for layer in range(4):  # per layer: the largest effect among its coherent single-layer cells
+            cells = results[(results["method"] == method) & (results["layers"] == str(layer)) & results["coherent"]]
+            if len(cells):
+                effect.append(cells["effect"].max())
+                d.append(rows.loc[layer, "cohens_d"])
+                acc.append(rows.loc[layer, "val_accuracy"])
+        row = predictors.loc[method]
+        assert row["n_layers"] == len(effect)
+        if len(effect) >= 3:
+            assert row["r_cohens_d"] == pytest.approx(np.corrcoef(d, effect)[0, 1], abs=1e-9)
+            assert row["r_val_accuracy"] == pytest.approx(np.corrcoef(acc, effect)[0, 1], abs=1e-9)
+        best = rows["val_accuracy"].idxmax()
+        assert row["best_extraction_layer"] == best or rows.loc[best, "val_accuracy"] == rows.loc[
+            row["best_extraction_layer"], "val_accuracy"]
+    assert predictors.loc["probe", "n_layers"] >= 3  # the probe steers coherently at most layers

@@ -193,22 +193,15 @@ def scenario_scores(
     return [s.score for s in judge.score_many(requests, progress)]
 
 
-def steering_scores(
-    judge: Judge,
+def steering_requests(
     trait_name: str,
     definition: str,
     eval_prompt: str | None,
     questions: Sequence[str],
     answers: Sequence[str],
     relevance_check: bool = True,
-    progress: bool = True,
-) -> list[tuple[float | None, float | None]]:
-    """(trait score, two-stage coherence) for each (question, answer).
-
-    The trait is judged with the trait's own ``eval_prompt`` when given (a prompt without
-    ``{answer}`` raises ValueError before anything is sent), else with ``steering_trait``.
-    Every request of every row goes to the judge in one batch.
-    """
+) -> list[JudgeRequest]:
+    """The requests judging each (question, answer): trait, grammar and (``relevance_check``) relevance, in that order."""
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
     custom = custom_eval_template(eval_prompt) if eval_prompt is not None else None
@@ -223,14 +216,59 @@ def steering_scores(
         requests.append(JudgeRequest.of(COHERENCE, {"answer": a}, COHERENCE_MIN_MASS))
         if relevance_check:
             requests.append(JudgeRequest.of(RELEVANCE, {"question": q, "answer": a}, TRAIT_MIN_MASS))
+    return requests
+
+
+@dataclass(frozen=True)
+class SteeringJudgement:
+    """One answer's steering scores: the trait, two-stage coherence, and relevance (None when not asked)."""
+
+    trait: float | None
+    coherence: float | None
+    relevance: float | None
+
+
+def steering_judgements(
+    judge: Judge,
+    trait_name: str,
+    definition: str,
+    eval_prompt: str | None,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    relevance_check: bool = True,
+    progress: bool = True,
+) -> list[SteeringJudgement]:
+    """Trait score, two-stage coherence and relevance for each (question, answer).
+
+    The trait is judged with the trait's own ``eval_prompt`` when given (a prompt without
+    ``{answer}`` raises ValueError before anything is sent), else with ``steering_trait``.
+    Every request of every row goes to the judge in one batch.
+    """
+    requests = steering_requests(trait_name, definition, eval_prompt, questions, answers, relevance_check)
     scores = [s.score for s in judge.score_many(requests, progress)]
     per_row = 3 if relevance_check else 2
-    out: list[tuple[float | None, float | None]] = []
+    out: list[SteeringJudgement] = []
     for row in range(len(questions)):
         trait, grammar, *rest = scores[row * per_row : (row + 1) * per_row]
         relevance = rest[0] if rest else None
-        out.append((trait, combine_coherence(grammar, relevance)))
+        out.append(SteeringJudgement(trait, combine_coherence(grammar, relevance), relevance))
     return out
+
+
+def steering_scores(
+    judge: Judge,
+    trait_name: str,
+    definition: str,
+    eval_prompt: str | None,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    relevance_check: bool = True,
+    progress: bool = True,
+) -> list[tuple[float | None, float | None]]:
+    """(trait score, two-stage coherence) for each (question, answer): ``steering_judgements`` without relevance."""
+    judged = steering_judgements(judge, trait_name, definition, eval_prompt, questions, answers, relevance_check,
+                                 progress)
+    return [(j.trait, j.coherence) for j in judged]
 
 
 def trait_scores(

@@ -54,6 +54,9 @@ class SteeringSettings:
     # extra steps at ratio * ||h_L|| (either sign) beside the search or grid: the curve on both sides
     # of zero, reported in the metrics; never chosen as the best step
     sweep_ratios: tuple[float, ...] | None = None
+    # what `layer: best` stands for: the extraction evaluation's best layer, or the steering sweep's
+    # best coherent single layer for this method (steering_sweep's best_layers.json)
+    best_from: Literal["extraction", "sweep"] = "extraction"
 
     def search(self) -> SearchSettings:
         return SearchSettings(self.start_ratio, self.up_mult, self.down_mult, self.search_steps, self.min_coherence)

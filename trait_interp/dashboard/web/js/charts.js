@@ -123,7 +123,9 @@
   };
 
   // heatmap(parent, {title, rows: [label], cols: [label], values: [[v|null]], color: v -> css,
-  //   format: v -> text, tip: (r, c, v) -> text, cellWidth?}) -> <svg>; one <rect class="cell"> per value
+  //   format: v -> text, tip: (r, c, v) -> text, cellWidth?, outline?: (r, c) -> bool,
+  //   selected?: (r, c) -> bool, onClick?: (r, c) -> void}) -> <svg>; one <rect class="cell"> per value
+  //   (class "outlined" / "selected" / "clickable" where those say so)
   TI.heatmap = function (parent, spec) {
     const cw = spec.cellWidth || Math.max(14, Math.min(46, Math.floor(760 / Math.max(1, spec.cols.length))));
     const ch = 24, left = 12 + 7 * Math.max(...spec.rows.map((r) => r.length)), top = 34, bottom = 30;
@@ -142,10 +144,14 @@
       svg('text', { x: left - 6, y: top + i * ch + ch / 2 + 4, 'text-anchor': 'end', class: 'axis-text' }, root).textContent = r;
       spec.cols.forEach((c, j) => {
         const v = spec.values[i][j];
+        const classes = ['cell', v === null ? 'missing' : null, spec.outline && spec.outline(i, j) ? 'outlined' : null,
+          spec.selected && spec.selected(i, j) ? 'selected' : null, spec.onClick && v !== null ? 'clickable' : null];
         const cell = svg('rect', {
-          x: left + j * cw, y: top + i * ch, width: cw - 1, height: ch - 1, class: 'cell' + (v === null ? ' missing' : ''),
+          x: left + j * cw, y: top + i * ch, width: cw - 1, height: ch - 1, class: classes.filter(Boolean).join(' '),
           fill: v === null ? '#eeeeee' : spec.color(v), 'data-value': v === null ? '' : v,
+          'data-row': i, 'data-col': j,
         }, root);
+        if (spec.onClick && v !== null) cell.addEventListener('click', () => spec.onClick(i, j));
         title(cell, spec.tip ? spec.tip(i, j, v) : `${r}, ${c}: ${v}`);
         if (v !== null && cw >= 34 && spec.format) {
           svg('text', { x: left + j * cw + cw / 2, y: top + i * ch + ch / 2 + 4, 'text-anchor': 'middle', class: 'cell-text' }, root).textContent = spec.format(v);
