@@ -30,6 +30,7 @@ STAGES = {
     "extract-vectors": "extract_vectors",
     "evaluate-vectors": "evaluate_vectors",
     "steering-eval": "steering_eval",
+    "intervention-eval": "intervention_eval",
     "generate-inference": "generate_inference",
     "calibrate-massive-dims": "calibrate_massive_dims",
     "monitor-layers": "monitor_layers",

@@ -23,6 +23,7 @@ NEEDS = {
     "generate-responses": ("extraction_model", False),
     "capture-activations": ("extraction_model", False),
     "steering-eval": ("application_model", True),
+    "intervention-eval": ("application_model", True),
     "vet-responses": (None, True),
     "label-responses": (None, True),
     "generate-inference": ("application_model", False),

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from trait_interp.core.batching import BatchSize
-from trait_interp.core.generation import generate_greedy
+from trait_interp.core.generation import ChunkContext, generate_greedy
 from trait_interp.core.hooks import OutputHook, output_hooks
 from trait_interp.core.layers import normalize_layer
 from trait_interp.core.sites import check_site, module_device, num_layers, resolve_site, site_width
@@ -475,6 +475,35 @@ def intervening(
         yield
 
 
+def chunk_context(
+    model: nn.Module,
+    site: str,
+    rows: Sequence[RowIntervention],
+    prompts: Sequence[Sequence[int]],
+    positions: SteeringPositions = "all",
+    traces: dict[int, list[ReadTrace]] | None = None,
+) -> ChunkContext:
+    """What a chunk of prompts (left-padded to one width) runs under: ``rows[i]`` for prompt ``i``.
+
+    The layout of ``generate_greedy`` and of a replay that pads prompts the same way (responses after
+    them, padded on the right): every prompt ends at the chunk's width. With ``traces``, each finished
+    chunk adds its prompts' records (a chunk that fails and is retried in halves records again).
+    """
+
+    @contextmanager
+    def chunk(indices: Sequence[int], width: int) -> Iterator[None]:
+        recorder = Recorder() if traces is not None else None
+        padding = [width - len(prompts[i]) for i in indices]
+        with intervening(model, site, [rows[i] for i in indices], positions, width, padding, recorder,
+                         prompt_ends=[width] * len(indices)):
+            yield
+        if recorder is not None and traces is not None:  # only a chunk that finished
+            for i, row_traces in zip(indices, recorder.traces()):
+                traces[i] = row_traces
+
+    return chunk
+
+
 @dataclass(frozen=True)
 class IntervenedGeneration:
     responses: list[list[int]]  # one per prompt: greedy ids, trimmed after the first EOS
@@ -504,20 +533,7 @@ def generate_intervened(
         raise ValueError(f"{len(prompts)} prompts but {len(rows)} rows of interventions")
     _plan(model, site, rows, record=False)  # every row checked before the first generate call
     traces: dict[int, list[ReadTrace]] = {}
-
-    @contextmanager
-    def chunk(indices: Sequence[int], width: int) -> Iterator[None]:
-        recorder = Recorder() if record else None
-        padding = [width - len(prompts[i]) for i in indices]
-        with intervening(model, site, [rows[i] for i in indices], positions, width, padding, recorder):
-            yield
-        if recorder is not None:  # only a chunk that finished (a retried half records again)
-            for i, row_traces in zip(indices, recorder.traces()):
-                traces[i] = row_traces
-
-    def context(indices: Sequence[int], width: int) -> AbstractContextManager[None]:
-        return chunk(indices, width)
-
+    context = chunk_context(model, site, rows, prompts, positions, traces if record else None)
     responses = generate_greedy(model, prompts, max_new_tokens, pad_id, eos_ids, batch_size, progress, context=context)
     cut = []
     for j, (prompt, response) in enumerate(zip(prompts, responses)):
