@@ -39,15 +39,14 @@ from trait_interp.judge.settings import JudgeSettings
 from trait_interp.steering.best import read_best
 from trait_interp.steering.evaluate import Decoder
 from trait_interp.steering.intervention_eval import (
-    InterventionRecord,
     Sources,
     build_intervention,
     evaluate_intervention,
     parse_settings,
     select_prompts,
     trace_rows,
-    write_record,
 )
+from trait_interp.steering.intervention_record import InterventionRecord, write_record
 
 PARAMS = ("interventions.{key}", "steering.max_new_tokens", "steering.batch_size", "judge")
 

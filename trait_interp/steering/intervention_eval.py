@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -33,7 +32,6 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import PromptSet
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.forward import TokenSequence
-from trait_interp.core.io import read_json, write_json
 from trait_interp.core.layers import normalize_layer, parse_layer_choice, parse_layers
 from trait_interp.core.sites import check_site, num_layers
 from trait_interp.extraction.vectors import VectorSet
@@ -51,6 +49,7 @@ from trait_interp.steering.gating import (
     generate_intervened,
 )
 from trait_interp.steering.intervention_kl import next_token_kl
+from trait_interp.steering.intervention_record import CapRecord, GateRecord, InterventionRecord
 from trait_interp.steering.interventions import SteeringPositions, SteeringTerm
 
 GROUPS = ("trigger", "non_trigger")
@@ -221,66 +220,6 @@ def describe(spec: Threshold | None) -> str | None:
     if isinstance(spec, Percentile):
         return f"p{spec.percentile:g} of {spec.prompt_set}"
     return "midpoint" if spec == "midpoint" else "value"
-
-
-# ---------------------------------------------------------------------------------------------
-# the record of what was run (intervention.json)
-
-
-@dataclass(frozen=True)
-class GateRecord:
-    trait: str
-    layer: int
-    method: str
-    site: str
-    threshold: float
-    threshold_from: str  # value | midpoint | p<percentile> of <prompt set>
-    when: GateWhen
-    mode: GateMode
-    skip_first_token: bool
-
-
-@dataclass(frozen=True)
-class CapRecord:
-    layer: int
-    low: float | None
-    high: float | None
-
-
-@dataclass(frozen=True)
-class InterventionRecord:
-    """What an intervention stage ran, every threshold resolved to a number (field order = the file's)."""
-
-    name: str
-    kind: Literal["gated", "capped"]
-    trait: str
-    model: str
-    method: str
-    site: str
-    positions: SteeringPositions
-    layers: tuple[int, ...]
-    coefficient: float | None  # gated: added at every steered layer where the gate is open
-    gate: GateRecord | None
-    caps: tuple[CapRecord, ...]
-    low_from: str | None
-    high_from: str | None
-    prompt_set: str
-    label: str
-    trigger: str
-    non_trigger: str
-
-
-def write_record(path: Path, record: InterventionRecord) -> None:
-    data = asdict(record)
-    from_mapping(InterventionRecord, data, str(path))
-    write_json(path, data)
-
-
-def read_record(path: Path) -> InterventionRecord:
-    try:
-        return from_mapping(InterventionRecord, read_json(path), str(path))
-    except UserInputError as err:
-        raise UserInputError(f"{err}; re-run this intervention's stage") from None
 
 
 # ---------------------------------------------------------------------------------------------
