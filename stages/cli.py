@@ -31,6 +31,7 @@ STAGES = {
     "evaluate-vectors": "evaluate_vectors",
     "steering-eval": "steering_eval",
     "steering-sweep": "steering_sweep",
+    "intervention-eval": "intervention_eval",
     "generate-inference": "generate_inference",
     "calibrate-massive-dims": "calibrate_massive_dims",
     "monitor-layers": "monitor_layers",

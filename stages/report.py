@@ -12,6 +12,7 @@ import typer
 from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
+from schemas.interventions import InterventionResponses, InterventionTrace
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
 from schemas.sweep import SweepResponses, SweepResults
@@ -28,6 +29,7 @@ from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_json
 from trait_interp.core.tables import read_table
 from trait_interp.dashboard.extraction import extraction_data, midpoints
+from trait_interp.dashboard.interventions import intervention_pages
 from trait_interp.dashboard.model_diff import model_diff_data
 from trait_interp.dashboard.monitoring import (
     cleaning_info,
@@ -41,10 +43,11 @@ from trait_interp.dashboard.sweep import sweep_data
 from trait_interp.monitoring.massive_dims import CLEAN_MODES
 from trait_interp.steering.best import read_best
 from trait_interp.steering.sweep_results import read_best_layers
+from trait_interp.steering.intervention_record import read_record
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
-    "monitoring.clean_massive_dims", "analyses.judge_labels",
+    "monitoring.clean_massive_dims", "analyses.judge_labels", "interventions",
 )
 
 
@@ -122,6 +125,11 @@ def main(
         str | None, typer.Option(help="Each trait's sweep responses.jsonl, a pattern with {trait}.")
     ] = None,
     sweep_best: Annotated[str | None, typer.Option(help="Each trait's sweep best_layers.json, a pattern with {trait}.")] = None,
+    intervention_responses: Annotated[
+        str | None, typer.Option(help="Each intervention's responses.jsonl, a pattern with {name}.")] = None,
+    intervention_trace: Annotated[str | None, typer.Option(help="Each intervention's trace.parquet, a pattern with {name}.")] = None,
+    intervention_record: Annotated[
+        str | None, typer.Option(help="Each intervention's intervention.json, a pattern with {name}.")] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compact per-view data (data/*.js) plus the static pages; open index.html or run `trait-interp serve`."""
@@ -159,6 +167,22 @@ def main(
             data.update(pages)
             sets.append({"key": key, "model": model, "prompt_set": prompt_set,
                          "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
+    names = [str(name) for name in (p["interventions"] or {})]
+    patterns = (intervention_responses, intervention_trace, intervention_record)
+    if names and not all(patterns):
+        raise UserInputError(f"{params}:interventions names {', '.join(names)}: give --intervention-responses, "
+                             "--intervention-trace and --intervention-record (patterns with {name})")
+    for name in names:
+        key = f"sets/{len(sets)}"
+        record = read_record(fill_pattern(intervention_record, "intervention-record", name=name))
+        trace_file = fill_pattern(intervention_trace, "intervention-trace", name=name)
+        pages = intervention_pages(
+            key, read_table(fill_pattern(intervention_responses, "intervention-responses", name=name), InterventionResponses),
+            read_table(trace_file, InterventionTrace), asdict(record), centers, str(trace_file),
+        )
+        data.update(pages)
+        sets.append({"key": key, "model": record.model, "prompt_set": record.prompt_set, "intervention": name,
+                     "kind": record.kind, "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
     diff = None
     diff_files = (diff_paired, diff_cosines, diff_clauses)
     if any(f is not None for f in diff_files):

@@ -17,12 +17,14 @@ import yaml
 from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
 from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
+from schemas.interventions import InterventionResponses, InterventionTrace
 from schemas.projections import Projections
 from schemas.steering import SteeringResponses
 from schemas.sweep import SweepResponses, SweepResults
 from trait_interp.core.tables import write_table
 from trait_interp.steering.best import BestSteering, write_best
 from trait_interp.steering.sweep_results import MethodBestLayer, SweepBestLayers, write_best_layers
+from trait_interp.steering.intervention_record import GateRecord, InterventionRecord, write_record
 
 TRAITS = ("behavior/refusal", "tone/formality")
 MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"
@@ -30,6 +32,7 @@ NOTES = ("roleplay", "fiction", "translation", "authority")
 LONG_ROW = 7  # this prompt is long and multi-line: shown in full, never cut
 NEEDLE_ROW = 37  # the only prompt with the word "zanzibar"
 N_LAYERS = 4
+INTERVENTION, GATE_LAYER, GATE_THRESHOLD = "refusal_gate", 2, 0.3
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,14 @@ class Synthetic:
     params: Path
     n_prompts: int
     layers: tuple[int, ...]
+    intervention: bool = False
 
     def args(self, out: Path) -> list[str]:
         r = self.root
-        return ["report", "--evaluation", f"{r}/extraction/{{trait}}/evaluation.csv",
+        gated = ["--intervention-responses", f"{r}/interventions/{{name}}/responses.jsonl",
+                 "--intervention-trace", f"{r}/interventions/{{name}}/trace.parquet",
+                 "--intervention-record", f"{r}/interventions/{{name}}/intervention.json"] if self.intervention else []
+        return ["report", *gated, "--evaluation", f"{r}/extraction/{{trait}}/evaluation.csv",
                 "--steering-responses", f"{r}/steering/{{trait}}/responses.jsonl",
                 "--best", f"{r}/steering/{{trait}}/best.json",
                 "--sweep-results", f"{r}/sweep/{{trait}}/results.csv",
@@ -85,14 +92,16 @@ def massive_value(mode: str, row: int, trait: int, t: int) -> float:
 
 def synthetic_experiment(
     root: Path, n_prompts: int = 120, layers: tuple[int, ...] = (1, 2), cleaned: str = "none",
-    own_layers: dict[str, tuple[int, ...]] | None = None,
+    own_layers: dict[str, tuple[int, ...]] | None = None, intervention: bool = False,
 ) -> Synthetic:
-    """``own_layers``: trait -> its layers, for traits projected at different layers (``layer: best``)."""
+    """``own_layers``: trait -> its layers, for traits projected at different layers (``layer: best``);
+    ``intervention``: also a gated intervention's answers and gate record (``INTERVENTION``)."""
     root.mkdir(parents=True, exist_ok=True)
     params = {
         "experiment": "synthetic", "traits": list(TRAITS), "application_model": MODEL, "monitor_models": [MODEL],
         "prompt_sets": [PROMPT_SET], "diff_model": DIFF_MODEL, "monitoring": {"clean_massive_dims": cleaned},
         "analyses": {"judge_labels": {"refused": {"prompt_set": PROMPT_SET, "trait": TRAITS[0], "threshold": 50}}},
+        "interventions": {INTERVENTION: {"kind": "gated"}} if intervention else {},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for i, trait in enumerate(TRAITS):
@@ -102,7 +111,9 @@ def synthetic_experiment(
     by_trait = {trait: (own_layers or {}).get(trait, layers) for trait in TRAITS}
     _monitoring(root, n_prompts, by_trait, cleaned)
     _model_diff(root / "model_diff", by_trait)
-    return Synthetic(root, root / "params.yaml", n_prompts, layers)
+    if intervention:
+        _intervention(root / "interventions" / INTERVENTION)
+    return Synthetic(root, root / "params.yaml", n_prompts, layers, intervention)
 
 
 def _extraction(folder: Path, trait: str, index: int) -> None:
@@ -237,3 +248,52 @@ def _model_diff(folder: Path, layers: dict[str, tuple[int, ...]]) -> None:
     write_table(pd.DataFrame(paired), ModelDiff, folder / "paired.csv")
     write_table(pd.DataFrame(cosines), DiffCosine, folder / "cosines.csv")
     write_table(pd.DataFrame(clauses), ClauseDiff, folder / "clauses.jsonl")
+
+
+def gate_value(row: int, t: int) -> float:
+    """What the synthetic gate read at position ``t`` of intervened prompt ``row``."""
+    return round(math.sin(0.9 * t + row), 4)
+
+
+def gate_fired(row: int, t: int) -> bool:
+    return t > 0 and gate_value(row, t) > GATE_THRESHOLD
+
+
+def _intervention(folder: Path, n: int = 6) -> None:
+    """A token-mode gate on TRAITS[0] at GATE_LAYER: 6 prompts, half triggers, answered unsteered and intervened."""
+    responses, trace = [], []
+    for row in range(n):
+        prompt_tokens = ["<bos>", "Q", str(row)]
+        group = "trigger" if row % 2 == 0 else "non_trigger"
+        for condition in ("baseline", "intervened"):
+            response_tokens = [f" a{t}" for t in range(4 + row % 3)] if condition == "intervened" else [" b0", " b1"]
+            n_read = len(prompt_tokens) + len(response_tokens) - 1  # the last token is never read
+            fired = [gate_fired(row, t) for t in range(n_read)] if condition == "intervened" else []
+            responses.append({
+                "intervention": INTERVENTION, "kind": "gated", "trait": TRAITS[0], "prompt_set": PROMPT_SET,
+                "prompt_id": str(row + 1), "group": group, "condition": condition, "prompt": prompt_text(row),
+                "note": NOTES[row % len(NOTES)], "extra": "{}", "prompt_ids": [1, 2, 3],
+                "response_ids": list(range(10, 10 + len(response_tokens))), "prompt_tokens": prompt_tokens,
+                "response_tokens": response_tokens, "response": "".join(response_tokens),
+                "trait_score": 50.0 + (10 * row if condition == "intervened" else 0), "coherence": 80.0,
+                "fired": any(fired) if condition == "intervened" else None,
+                "steered": any(fired) if condition == "intervened" else None,
+                "first_fired": fired.index(True) if any(fired) else None, "n_steered": sum(fired) if fired else None,
+                "gate_score": max(gate_value(row, t) for t in range(1, n_read)) if fired else None,
+                "changed": True if condition == "intervened" else None, "kl": 0.01 * row if condition == "intervened" else None,
+            })
+            tokens = prompt_tokens + response_tokens
+            for t, hit in enumerate(fired):
+                trace.append({
+                    "prompt_id": str(row + 1), "group": group, "read": "gate",
+                    "frame": "prompt" if t < len(prompt_tokens) else "response", "token_index": t, "token": tokens[t],
+                    "layer": GATE_LAYER, "trait": TRAITS[0], "method": "probe", "site": "residual",
+                    "projection": gate_value(row, t), "fired": hit, "steered": hit,
+                })
+    write_table(pd.DataFrame(responses), InterventionResponses, folder / "responses.jsonl")
+    write_table(pd.DataFrame(trace), InterventionTrace, folder / "trace.parquet")
+    gate = GateRecord(TRAITS[0], GATE_LAYER, "probe", "residual", GATE_THRESHOLD, "value", "above", "token", True)
+    write_record(folder / "intervention.json", InterventionRecord(
+        name=INTERVENTION, kind="gated", trait=TRAITS[0], model=MODEL, method="probe", site="residual", positions="all",
+        layers=(GATE_LAYER,), coefficient=10.0, gate=gate, caps=(), low_from=None, high_from=None, prompt_set=PROMPT_SET,
+        label="note", trigger="harmful", non_trigger="benign"))

@@ -24,6 +24,7 @@ NEEDS = {
     "capture-activations": ("extraction_model", False),
     "steering-eval": ("application_model", True),
     "steering-sweep": ("application_model", True),
+    "intervention-eval": ("application_model", True),
     "vet-responses": (None, True),
     "label-responses": (None, True),
     "generate-inference": ("application_model", False),

@@ -66,6 +66,7 @@ def reduce_params(root: Path) -> None:
     params["analyses"]["n_boot"] = 200
     params["analyses"]["decompositions"]["refusal_x_optimism"]["trait_y"] = "tone/formality"
     params["analyses"]["cross_evaluation"]["traits"] = list(TRAITS)
+    params["interventions"]["refusal_gate"]["gate"]["threshold"]["prompt_set"] = "mixed_requests"  # the one set left
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -20,6 +20,7 @@ are checked when it loads, and a note says so. Notes never fail the check.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from trait_interp.judge.settings import JudgeSettings
 from trait_interp.monitoring.selection import MonitoringSettings
 from trait_interp.steering.evaluate import SteeringSettings
 from trait_interp.steering.sweep import SweepSettings, plan_sweep
+from trait_interp.steering.intervention_eval import InterventionSettings, Percentile, check_settings, select_prompts
 
 REQUIRED_SECTIONS: tuple[str, ...] = tuple(s for s in PARAM_SECTIONS if s not in ("toy_models", "toy_lora"))
 """Top-level keys every experiment needs (dvc.yaml or a stage reads each); the toy sections are needed only
@@ -226,7 +228,8 @@ def validate_experiment(files: ExperimentFiles, stage_sections: Mapping[str, typ
     _check_traits(traits, files, extraction, vetting, sections.get("judge"), out)
     loaded_sets = _check_prompt_sets(prompt_sets, files.prompt_sets_root, out)
     _check_references(data, sections, source, traits, prompt_sets, loaded_sets, files.prompt_sets_root, out)
-    _check_layers(data, sections, models, source, out)
+    extracted = _check_layers(data, sections, models, source, out)
+    _check_interventions(data, sections, source, traits, prompt_sets, files, models, extracted, out)
     if vectors is not None and extraction is not None:
         with out.check():
             check_methods_fit_pairing(vectors.methods, extraction.paired, f"{source}:vectors.methods")
@@ -692,8 +695,10 @@ def _layers_from_config(path: Path, where: str, out: _Collector) -> int | None:
 
 
 def _check_layers(data: Mapping[str, Any], sections: Mapping[str, Any], models: Mapping[str, _Model], source: str,
-                  out: _Collector) -> None:
-    """extraction.layers on the extraction model; ``layer`` for steering and monitoring; raw layers."""
+                  out: _Collector) -> tuple[int, ...] | None:
+    """extraction.layers on the extraction model; ``layer`` for steering and monitoring; raw layers.
+
+    Returns the layers extraction makes vectors at (None: unknown)."""
     extraction = sections.get("extraction")
     extracted: tuple[int, ...] | None = None
     model = models.get(str(data.get("extraction_model")))
@@ -730,6 +735,7 @@ def _check_layers(data: Mapping[str, Any], sections: Mapping[str, Any], models: 
                 with out.check(f" (raw_activations model '{name}')"):
                     parse_layers(list(spec) if isinstance(spec, tuple) else spec, raw_model.n_layers,
                                  f"{source}:raw_activations.layers")
+    return extracted
 
 
 def _check_layer(value: Any, model: _Model, extracted: tuple[int, ...] | None, source: str, use: str,
@@ -769,3 +775,80 @@ def _check_sweep_layers(sweep: SweepSettings, model: _Model, extracted: tuple[in
                 f"{source}:sweep: the sweep steers layer(s) {', '.join(map(str, missing))}, which extraction.layers "
                 f"does not extract ({', '.join(map(str, extracted or ()))}); add them there or sweep extracted layers"
             )
+
+
+# --------------------------------------------------------------------------- interventions
+
+
+INTERVENTION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _check_interventions(data: Mapping[str, Any], sections: Mapping[str, Any], source: str, traits: list[str],
+                         prompt_sets: list[str], files: ExperimentFiles, models: Mapping[str, _Model],
+                         extracted: tuple[int, ...] | None, out: _Collector) -> None:
+    """Each ``interventions.<name>``: its keys, the traits and prompt sets it names, its labels, sites, methods, layers."""
+    entries = data.get("interventions")
+    if entries is None:
+        return
+    if not isinstance(entries, Mapping):
+        out.problems.append(f"{source}:interventions: expected name -> {{kind, trait, prompt_set, ...}}, got {entries!r}")
+        return
+    extraction, vectors = sections.get("extraction"), sections.get("vectors")
+    application = models.get(str(data.get("application_model")))
+    for name, entry in entries.items():
+        where = f"{source}:interventions.{name}"
+        if not INTERVENTION_NAME.match(str(name)):
+            out.problems.append(f"{where}: a name is letters, digits, _ and - (it names files and the stage); rename it")
+        settings = out.parse(InterventionSettings, entry, where)
+        if settings is None:
+            continue
+        with out.check():
+            check_settings(settings, where)
+
+        def need(value: str, known: Sequence[str], key: str, listed: str) -> None:
+            if value not in known:
+                out.problems.append(f"{where}.{key}: '{value}' is not in {listed} ({', '.join(known) or 'none'}); "
+                                    "add it there or fix the name")
+
+        need(settings.trait, traits, "trait", "traits")
+        gate = settings.gate
+        if gate is not None:
+            need(gate.trait, traits, "gate.trait", "traits")
+        for key, value in (("gate.threshold", gate.threshold if gate else None), ("low", settings.low),
+                           ("high", settings.high)):
+            if isinstance(value, Percentile):
+                need(value.prompt_set, prompt_sets, f"{key}.prompt_set", "prompt_sets (its monitored responses calibrate)")
+        prompt_file = Path(files.prompt_sets_root) / f"{settings.prompt_set}.json"
+        with out.check():
+            select_prompts(load_prompt_set(prompt_file), settings, where)
+        for key, site in (("site", settings.site), ("gate.site", gate.site if gate else None)):
+            if site is None:
+                continue
+            with out.check():
+                check_site(site, f"{where}.{key}")
+            if extraction is not None and site in SITES and site not in extraction.sites:
+                out.problems.append(f"{where}.{key}: '{site}' is not in extraction.sites, so it has no vectors")
+        for key, method in (("method", settings.method), ("gate.method", gate.method if gate else None)):
+            if method is not None and vectors is not None and method not in vectors.methods:
+                out.problems.append(f"{where}.{key}: '{method}' is not in vectors.methods, so it has no vectors")
+        if application is None or application.n_layers is None:
+            continue
+        n_layers = application.n_layers
+        chosen: tuple[int, ...] | None = None
+        if best_offset(settings.layers) is None:
+            with out.check(f" (application_model '{application.name}')"):
+                value = settings.layers
+                value = list(value) if isinstance(value, tuple) else value
+                chosen = parse_layers(value, n_layers, f"{where}.layers")
+                missing = [layer for layer in chosen if extracted is not None and layer not in extracted]
+                if missing:
+                    raise UserInputError(f"{where}.layers: layer(s) {', '.join(map(str, missing))} are not extracted "
+                                         "(extraction.layers); pick extracted layers")
+        if gate is not None and gate.layer is not None:
+            with out.check(f" (application_model '{application.name}')"):
+                layer = parse_layers(gate.layer, n_layers, f"{where}.gate.layer")[0]
+                if extracted is not None and layer not in extracted:
+                    raise UserInputError(f"{where}.gate.layer: layer {layer} is not extracted (extraction.layers)")
+                if chosen is not None and layer > min(chosen):
+                    raise UserInputError(f"{where}.gate.layer: {layer} is after the first steered layer {min(chosen)}; "
+                                         "a gate reads at or before every steered layer: lower it or leave it out")

@@ -343,6 +343,45 @@ def test_dynamics_view_charts_traits_at_their_own_layers(driver, own_layers, big
     assert [o.get_attribute("value") for o in Select(css(driver, "select.layer")[0]).options] == ["1", "2"]
 
 
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """A report with a gated intervention's answers (tests/dashboard_inputs.py), served."""
+    root = tmp_path_factory.mktemp("gated")
+    synthetic = synthetic_experiment(root / "exp", n_prompts=6, intervention=True)
+    result = invoke(*synthetic.args(root / "report"))
+    assert result.exit_code == 0, result.output
+    server = serve(root / "report")
+    yield address(server), root / "report"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dynamics_view_marks_the_tokens_where_the_gate_fired(driver, gated):
+    from selenium.webdriver.support.ui import Select
+
+    url, report = gated
+    open_view(driver, url, "dynamics")
+    sets = Select(css(driver, "select.set")[0])
+    assert "refusal_gate (gated)" in sets.options[1].text
+    sets.select_by_value("1")
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 20).until(lambda d: d.find_element("id", "view").get_attribute("data-rendered") == "dynamics")
+    index = data(report, "sets/1/prompts")
+    row = 4
+    pick(driver, row, index["prompts"][row]["id"])
+    tokens = data(report, index["prompts"][row]["file"])
+    marked = [int("fired" in t.get_attribute("class").split()) for t in css(driver, ".tokens .tok")]
+    assert marked == [x or 0 for x in tokens["fired"][0]] and any(marked)
+    steered = [int("steered" in t.get_attribute("class").split()) for t in css(driver, ".tokens .tok")]
+    assert steered == [x or 0 for x in tokens["steered"][0]]
+    assert css(driver, ".intervention-info")[0].text.startswith("Intervention refusal_gate (gated)")
+    assert len(css(driver, "section.detail svg.line-chart .hline.threshold")) == 1  # the gate's threshold
+    dots = css(driver, "section.detail svg.line-chart circle.point")
+    assert len(dots) == sum(marked)  # a dot on the line at every token where the gate fired
+    screenshot(driver, "dynamics_gate")
+
+
 def test_picker_pages_through_120_prompts_filters_and_shows_full_text(driver, big):
     from selenium.webdriver.support.ui import Select
 

@@ -12,12 +12,17 @@ import pytest
 from schemas.evaluation import VectorEvaluation
 from schemas.inference import InferenceResponses
 from tests.dashboard_inputs import (
+    GATE_LAYER,
+    GATE_THRESHOLD,
+    INTERVENTION,
     LONG_ROW,
     NOTES,
     SWEEP_METHODS,
     SWEEP_RATIOS,
     SWEEP_ROWS,
     TRAITS,
+    gate_fired,
+    gate_value,
     label_of,
     massive_value,
     prompt_text,
@@ -182,6 +187,32 @@ def test_traits_at_their_own_layers(tmp_path):
     diff = _data(tmp_path / "report", "model_diff")
     assert {(r["trait"], r["layer"]) for r in diff["paired"]} == {(TRAITS[0], 1), (TRAITS[1], 3)}
     assert set(diff["clauses"][TRAITS[0]]) == {"1"} and set(diff["clauses"][TRAITS[1]]) == {"3"}
+
+
+def test_an_interventions_answers_are_a_prompt_set_with_the_gates_marks(tmp_path):
+    """Each intervened answer: the gate's reading per response token, where it fired and steered, the threshold."""
+    synthetic = synthetic_experiment(tmp_path / "exp", n_prompts=4, intervention=True)
+    result = invoke(*synthetic.args(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    site = tmp_path / "report"
+    sets = _data(site, "index")["sets"]
+    assert [(s["intervention"] if "intervention" in s else None) for s in sets] == [None, INTERVENTION]
+    index = _data(site, sets[1]["key"] + "/prompts")
+    assert index["intervention"]["gate"]["threshold"] == GATE_THRESHOLD and index["n_prompts"] == 6
+    (series,) = index["series"]
+    assert (series["trait"], series["layer"], series["read"], series["threshold"]) == (TRAITS[0], GATE_LAYER, "gate",
+                                                                                      GATE_THRESHOLD)
+    filters = {f["name"]: dict(map(tuple, f["values"])) for f in index["filters"]}
+    assert filters["group"] == {"trigger": 3, "non_trigger": 3} and set(filters["fired"]) <= {"yes", "no"}
+    for row, prompt in enumerate(index["prompts"]):
+        tokens = _data(site, prompt["file"])
+        n = len(tokens["tokens"])
+        assert n == 4 + row % 3 and prompt["compare"]["trait"] == [50.0, 50.0 + 10 * row]
+        expected = [gate_value(row, 3 + t) for t in range(n - 1)] + [None]  # the last token was never read
+        assert tokens["values"][0] == pytest.approx(expected, abs=1e-4)
+        assert tokens["fired"][0] == [int(gate_fired(row, 3 + t)) for t in range(n - 1)] + [None]
+        assert tokens["prompt"][0]["fired"] == [t for t in range(3) if gate_fired(row, t)]
+        assert prompt["compare"]["baseline"] == " b0 b1"
 
 
 def _fails(result, *needles: str) -> None:

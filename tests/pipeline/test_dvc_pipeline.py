@@ -99,7 +99,8 @@ VALIDATE = {"validate"}
 PROJECTION_AND_AFTER = {"monitor_layers", "project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
                         "decompose@refusal_x_optimism", "model_diff", "cross_evaluate", "steering_predictors",
-                        "report"}
+                        "report", "intervention_eval@refusal_gate"}
+INTERVENTIONS = ("refusal_gate",)
 
 
 def test_second_repro_runs_nothing(project):
@@ -138,18 +139,21 @@ def test_adding_a_trait_adds_only_its_stages(project):
 
 
 HEADLINE = ("vector", "layer", "val_acc", "steered", "delta", "coherence", "coherent")
+INTERVENTION_HEADLINE = ("delta", "coherence", "false_fire", "off_kl")
 
 
-def test_metrics_show_is_one_row_per_trait_with_the_headline(project):
+def test_metrics_show_is_one_row_per_trait_and_intervention_with_the_headline(project):
     import json
 
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     files = {path: data["data"] for path, data in shown[""]["data"].items()}
-    assert sorted(files) == sorted(f"experiments/toy/metrics/summary/{trait}.json" for trait in TRAITS)
+    traits = {f"experiments/toy/metrics/summary/{trait}.json" for trait in TRAITS}
+    interventions = {f"experiments/toy/metrics/summary/{name}.json" for name in INTERVENTIONS}
+    assert set(files) == traits | interventions
     for path, data in files.items():
-        assert tuple(data) == HEADLINE, path
+        assert tuple(data) == (HEADLINE if path in traits else INTERVENTION_HEADLINE), path
     table = _run(["dvc", "metrics", "show"], project)
-    assert len(table.splitlines()) == 1 + len(TRAITS) and max(map(len, table.splitlines())) < 160
+    assert len(table.splitlines()) == 1 + len(files) and max(map(len, table.splitlines())) < 160
     # every other metrics file is still there to read by name
     detail = _run(["dvc", "metrics", "show", "experiments/toy/metrics/toy_training.json"], project)
     assert "final_loss" in detail
@@ -173,14 +177,15 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
     # steering and what reads its results; monitoring keeps its own layer (monitoring.layer), so the
     # monitoring layer record is unchanged and nothing is projected, extracted or generated again
     assert _stages_run(ran) == VALIDATE | {"steering_eval@behavior/refusal", "steering_eval@tone/formality",
-                                           "monitor_layers", "report"}
+                                           "monitor_layers", "intervention_eval@refusal_gate", "report"}
     after = _metrics(project, "behavior/refusal")
     assert before["layers"] == "2" and after["layers"] == "1"
     # the unsteered baseline answers are the same: their judge scores (trait, coherence) come from the cache
     assert after["judge"]["cache_hits"] >= 3 * 2 and after["baseline_trait"] == before["baseline_trait"]
     text = _run(["dvc", "exp", "show", "--json"], project)
-    for column in HEADLINE:
+    for column in HEADLINE + INTERVENTION_HEADLINE:
         assert column in text
+    assert "metrics/summary/refusal_gate.json" in text  # the intervention's headline is an experiment column too
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)
 

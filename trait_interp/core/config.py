@@ -92,7 +92,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
 PARAM_SECTIONS: tuple[str, ...] = (
     "experiment", "pipeline", "models", "layer", "extraction_model", "application_model", "diff_model", "monitor_models",
     "prompt_sets", "traits", "toy_lora", "toy_models", "generation", "judge", "vetting", "inference", "extraction",
-    "vectors", "steering", "sweep", "monitoring", "raw_activations", "massive_dims", "analyses",
+    "vectors", "steering", "sweep", "interventions", "monitoring", "raw_activations", "massive_dims", "analyses",
 )
 """Every top-level key of a params file; any other (e.g. a misspelled ``steerng:``) is an error."""
 

@@ -42,9 +42,9 @@
     return [lo - p, hi + p];
   }
 
-  // lineChart(parent, {title, xLabel, yLabel, series: [{name, points: [[x, y|null]], color?, markers?}],
+  // lineChart(parent, {title, xLabel, yLabel, series: [{name, points: [[x, y|null]], color?, markers?, line?}],
   //   hlines: [{y, label}], marks: [{x, y, label}], width?, height?, integerX?}) -> <svg>
-  // A null y breaks the line. Each series is one <path class="series" data-series="name">.
+  // A null y breaks the line; line: false draws only the markers. Each series is one <path class="series" data-series="name">.
   TI.lineChart = function (parent, spec) {
     const width = spec.width || 560, height = spec.height || 300;
     const m = { top: 30, right: 16, bottom: 46, left: 60 };
@@ -90,7 +90,7 @@
         d += (pen ? 'L' : 'M') + X(x).toFixed(1) + ' ' + Y(y).toFixed(1);
         pen = true;
       }
-      const path = svg('path', { d, class: 'series', stroke: color, 'data-series': s.name }, root);
+      const path = svg('path', { d: s.line === false ? '' : d, class: 'series', stroke: color, 'data-series': s.name }, root);
       title(path, s.name);
       if (s.markers) {
         for (const [x, y] of s.points) {

@@ -73,7 +73,7 @@
       TI.el('button', { type: 'button', class: 'next', disabled: this.page >= pages - 1, onclick: () => { this.page += 1; this.draw(); } }, 'next ›'));
     const list = TI.el('ol', { class: 'prompt-list' }, shown.map((row) => {
       const p = this.index.prompts[row];
-      const labels = this.index.filters.filter((f) => f.kind === 'label' && p.fields[f.name] !== null)
+      const labels = this.index.filters.filter((f) => (f.kind === 'label' || f.kind === 'intervention') && p.fields[f.name] !== null)
         .map((f) => TI.el('span', { class: 'chip' }, `${f.name}: ${p.fields[f.name]}`));
       return TI.el('li', {}, TI.el('button', {
         type: 'button', class: 'prompt-item' + (row === this.selected ? ' selected' : ''), dataset: { row, id: p.id },
