@@ -45,10 +45,10 @@ def _observed(model, gate: Gate, prompts=PROMPTS) -> torch.Tensor:
     return torch.cat([t.projection[1:] for row in out.traces for t in row])
 
 
-def _between(values: torch.Tensor) -> float:
-    """A threshold halfway between the two middle values: about half above, none equal to it."""
+def _between(values: torch.Tensor, fraction: float = 0.5) -> float:
+    """A threshold halfway between two neighbouring values: about ``fraction`` of them below, none equal to it."""
     ordered = values.flatten().sort().values
-    middle = len(ordered) // 2
+    middle = min(max(1, round(len(ordered) * fraction)), len(ordered) - 1)
     return float(ordered[middle - 1] + ordered[middle]) / 2
 
 
@@ -57,8 +57,10 @@ def _median_gate(model, layer: int, seed: int, **kwargs) -> Gate:
     vector = _unit(model.config.hidden_size, seed)
     if kwargs.get("mode") != "prompt":
         return Gate(layer, vector, _between(_observed(model, Gate(layer, vector, 0.0, **kwargs))), **kwargs)
-    out = generate_intervened(model, PROMPTS, [RowIntervention(gate=Gate(layer, vector, 0.0))] * 3, "residual", 1, PAD, EOS)
-    means = torch.tensor([float(t.projection[1 : len(p)].mean()) for p, (t,) in zip(PROMPTS, out.traces)])
+    prompts = PROMPTS[:2]  # the prompts the batched test runs: one mean above the threshold, one below
+    out = generate_intervened(model, prompts, [RowIntervention(gate=Gate(layer, vector, 0.0))] * len(prompts), "residual",
+                              1, PAD, EOS)
+    means = torch.tensor([float(t.projection[1 : len(p)].mean()) for p, (t,) in zip(prompts, out.traces)])
     return Gate(layer, vector, _between(means), **kwargs)
 
 
@@ -182,7 +184,7 @@ def _rows(model) -> list[RowIntervention]:
     latch_gate = _median_gate(model, 1, 24, mode="latch", when="below")
     prompt_gate = _median_gate(model, 1, 25, mode="prompt")  # some prompts' means above, some below
     band = _observed(model, Gate(1, v[2], 0.0))
-    cap_low, cap_high = float(band.quantile(0.3)), float(band.quantile(0.7))
+    cap_low, cap_high = _between(band, 0.3), _between(band, 0.7)  # between observed values: no near-ties
     return [
         RowIntervention(),  # unsteered
         RowIntervention((SteeringTerm(1, v[0], 6.0),)),  # plain steering
