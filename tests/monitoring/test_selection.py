@@ -10,6 +10,7 @@ from trait_interp.core.errors import UserInputError
 from trait_interp.extraction.vectors import VectorMetadata, VectorSet, save_vectors
 from trait_interp.monitoring.selection import (
     MonitoringSettings,
+    choose_layers,
     monitor_vectors,
     steering_best_layer,
 )
@@ -32,12 +33,21 @@ def test_each_trait_at_its_own_chosen_layers(tmp_path):
     write_best(bests["a/x"], BestSteering(**{**BEST.__dict__, "layers": (1,)}))
     write_best(bests["b/y"], BestSteering(**{**BEST.__dict__, "layers": (3,)}))
     best = steering_best_layer(bests)
-    chosen = monitor_vectors(dirs, "best", 4, MonitoringSettings(), best)
-    assert [(v.trait, v.layer) for v in chosen] == [("a/x", 1), ("b/y", 3)]
-    assert torch.equal(chosen[1].vector, rows["b/y"][3])
-    assert [(v.trait, v.layer) for v in monitor_vectors(dirs, [0, 2], 4, MonitoringSettings(), best)] == [
-        ("a/x", 0), ("a/x", 2), ("b/y", 0), ("b/y", 2)]
-    assert len(monitor_vectors(dirs, "all", 4, MonitoringSettings(), best)) == 8
+
+    def chosen(choice: object) -> list:
+        return monitor_vectors(dirs, choose_layers(list(dirs), choice, 4, best), MonitoringSettings())
+
+    assert [(v.trait, v.layer) for v in chosen("best")] == [("a/x", 1), ("b/y", 3)]
+    assert torch.equal(chosen("best")[1].vector, rows["b/y"][3])
+    assert [(v.trait, v.layer) for v in chosen([0, 2])] == [("a/x", 0), ("a/x", 2), ("b/y", 0), ("b/y", 2)]
+    assert len(chosen("all")) == 8
+
+
+def test_a_trait_without_chosen_layers_says_to_choose_again(tmp_path):
+    dirs = {"a/x": tmp_path / "a/x/vectors"}
+    _vectors(dirs["a/x"], "a/x")
+    with pytest.raises(UserInputError, match="no layers chosen for trait a/x"):
+        monitor_vectors(dirs, {}, MonitoringSettings())
 
 
 def test_best_without_a_steering_result_names_the_file(tmp_path):
