@@ -103,13 +103,16 @@ def main(
     steered_files, best_files = per_trait(steering_responses, "steering-responses", traits), per_trait(best, "best", traits)
     data: dict[str, Any] = {}
     centers: dict[tuple[str, str, str, int], float] = {}
-    for i, trait in enumerate(traits):
+    from tqdm.auto import tqdm  # progress on stderr: every trait's tables, then every prompt set's projections
+
+    for i, trait in enumerate(tqdm(traits, desc="report: traits", unit="trait")):
         table = read_table(evaluations[trait], VectorEvaluation)
         centers.update({(trait, *where): value for where, value in midpoints(table).items()})
         data[f"extraction/{i}"] = extraction_data(trait, table)
         steered = read_table(steered_files[trait], SteeringResponses)
         data[f"steering/{i}"] = steering_data(trait, steered, asdict(read_best(best_files[trait])))
     sets = []
+    bar = tqdm(total=len(p["monitor_models"]) * len(p["prompt_sets"]), desc="report: prompt sets", unit="set")
     for model in p["monitor_models"]:
         for prompt_set in p["prompt_sets"]:
             key = f"sets/{len(sets)}"
@@ -126,6 +129,8 @@ def main(
             data.update(pages)
             sets.append({"key": key, "model": model, "prompt_set": prompt_set,
                          "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
+            bar.update(1)
+    bar.close()
     diff = None
     diff_files = (diff_paired, diff_cosines, diff_clauses)
     if any(f is not None for f in diff_files):
