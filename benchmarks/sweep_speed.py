@@ -34,7 +34,12 @@ from trait_interp.core.forward import TokenSequence  # noqa: E402
 from trait_interp.core.generation import generate_greedy  # noqa: E402
 from trait_interp.steering.interventions import steering  # noqa: E402
 from trait_interp.steering.side_effects import next_token_kl  # noqa: E402
-from trait_interp.steering.sweep import SweepSettings, config_terms, generate_sweep, plan_sweep  # noqa: E402
+from trait_interp.steering.sweep import (  # noqa: E402
+    SweepSettings,
+    config_terms,
+    generate_sweep,
+    plan_sweep,
+)
 from trait_interp.toy.models import ToyModelSettings, build_model, train_tokenizer  # noqa: E402
 
 QUESTIONS = [

@@ -64,7 +64,7 @@ def main(
     if not filler.is_file():
         raise UserInputError(f"{filler}: filler text not found")
     lines = [line for line in read_text(filler).splitlines() if line.strip()]
-    trained = train_toy_models(settings, load_world(world), load_lexicons(lexicon), lines)
+    trained = train_toy_models(settings, load_world(world), load_lexicons(lexicon), lines, progress=True)
 
     with atomic_dir(out_base) as tmp:
         trained.base.save_pretrained(tmp, safe_serialization=True)

@@ -37,7 +37,11 @@ from trait_interp.extraction.activation_store import (
     save_activations,
     write_meta,
 )
-from trait_interp.extraction.capture import ExtractionSettings, capture_pooled
+from trait_interp.extraction.capture import (
+    ExtractionSettings,
+    capture_pooled,
+    store_dtype,
+)
 from trait_interp.extraction.split import assign_split
 
 PARAMS = ("extraction",)
@@ -115,10 +119,12 @@ def main(
         vetting=None if vetting is None else str(vetting),
         n_empty_selection=n_empty,
     )
+    stored = store_dtype(settings.store_dtype, loaded)  # pooled in float32; stored in the compute dtype unless float32
     with atomic_dir(out) as tmp:
-        save_activations(tmp / ACTIVATIONS_FILE, pooled.acts, layers)
+        save_activations(tmp / ACTIVATIONS_FILE, pooled.acts, layers, stored)
         write_table(examples, Examples, tmp / EXAMPLES_FILE)
         write_meta(tmp / META_FILE, meta)
     if n_empty:
         typer.echo(f"warning: {n_empty} examples selected no token at {position}; they are excluded", err=True)
-    typer.echo(f"captured {len(table)} examples x {len(sites)} sites x {len(layers)} layers -> {out}")
+    typer.echo(f"captured {len(table)} examples x {len(sites)} sites x {len(layers)} layers "
+               f"(stored as {str(stored).removeprefix('torch.')}) -> {out}")

@@ -61,7 +61,7 @@ def main(
     loaded = load_model(spec, where)
     layers = list(parse_layers(settings.layers, num_layers(loaded), "raw_activations.layers"))
     sequences = token_sequences(table["prompt_ids"], table["response_ids"])
-    acts = capture_tokens(loaded, sequences, site, layers, pad_token_id(loaded), settings.batch_size)
+    acts = capture_tokens(loaded, sequences, site, layers, pad_token_id(loaded), settings.batch_size, progress=True)
     with atomic_dir(out) as tmp:
         save_token_activations(tmp, list(table["prompt_id"]), acts, layers)
     size = sum(a.numel() * a.element_size() for a in acts)

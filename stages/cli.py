@@ -20,6 +20,7 @@ HERE = Path(__file__).parent
 # command -> module of stages/ (a DVC stage of the same name, with underscores)
 STAGES = {
     "validate": "validate",
+    "stage-inputs": "stage_inputs",
     "build-toy-models": "build_toy_models",
     "build-toy-lora": "build_toy_lora",
     "resolve-toy-models": "resolve_toy_models",

@@ -51,8 +51,12 @@ def main(
     if len(traits) < 2:
         raise UserInputError(f"{params}:analyses.cross_evaluation.traits: name at least two traits")
     activation_dirs, vector_dirs = per_trait(activations, "activations", traits), per_trait(vectors, "vectors", traits)
+    from tqdm.auto import (
+        tqdm,  # progress on stderr: one activations file per trait (hundreds of MB at 80 layers)
+    )
+
     heldout, train, layers = {}, {}, None
-    for trait in traits:
+    for trait in tqdm(traits, desc="cross-evaluate: load", unit="trait"):
         acts, polarity, layers_t = split_rows(activation_dirs[trait], site, "val")
         heldout[trait] = (acts, polarity)
         train_acts, train_pol, _ = split_rows(activation_dirs[trait], site, "train")
@@ -61,7 +65,7 @@ def main(
             raise UserInputError(f"{activation_dirs[trait]}: captured layers {layers_t} differ from {layers}")
         layers = layers_t
     tables = []
-    for method in methods:
+    for method in tqdm(methods, desc="cross-evaluate: score", unit="method"):
         by_trait = {trait: load_vectors(vector_dirs[trait], site, method).vectors for trait in traits}
         table = cross_accuracy(by_trait, heldout, list(layers), train=train)
         tables.append(table.assign(method=method, site=site))

@@ -44,12 +44,18 @@ def main(
     examples = read_table(activations / EXAMPLES_FILE, Examples)
     meta = read_meta(activations / META_FILE)
     check_methods_fit_pairing(settings.methods, meta.paired, f"{params}:vectors.methods")
-    with atomic_dir(out) as tmp:
+    from tqdm.auto import (
+        tqdm,  # progress on stderr: a (site, method) runs every layer (minutes at 80 layers)
+    )
+
+    bar = tqdm(total=len(stored.acts) * len(settings.methods), desc=f"extract {meta.trait}", unit="method")
+    with atomic_dir(out) as tmp, bar:
         for site, acts in stored.acts.items():
             train = class_sets(acts, examples, "train", meta.paired)
             val = class_sets(acts, examples, "val", meta.paired)  # counted as train is: usable rows only
             norms = mean_norms(train, stored.layers)
             for method in settings.methods:
+                bar.set_postfix_str(f"{site}/{method}, {len(stored.layers)} layers")
                 vectors, info = extract_layers(train, method, settings.settings, stored.layers)
                 metadata = VectorMetadata(
                     trait=meta.trait,
@@ -69,4 +75,5 @@ def main(
                     activation_norms=norms,
                 )
                 save_vectors(tmp, VectorSet(vectors, metadata))
+                bar.update(1)
     typer.echo(f"{meta.trait}: {len(settings.methods)} methods x {len(stored.acts)} sites -> {out}")

@@ -25,11 +25,22 @@ from stages._common import (
     user_errors,
 )
 from trait_interp.core.config import from_mapping
-from trait_interp.core.datasets import load_prompt_set, load_steering_questions, read_definition, trait_display_name
+from trait_interp.core.datasets import (
+    load_prompt_set,
+    load_steering_questions,
+    read_definition,
+    trait_display_name,
+)
 from trait_interp.core.forward import token_sequences
 from trait_interp.core.io import write_json
 from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, check_context, prompt_ids, token_strings, uses_chat_template
+from trait_interp.core.prompting import (
+    PromptSpec,
+    check_context,
+    prompt_ids,
+    token_strings,
+    uses_chat_template,
+)
 from trait_interp.core.tables import read_table, write_table
 from trait_interp.extraction.vectors import load_vectors
 from trait_interp.judge.judge import steering_scores

@@ -42,8 +42,8 @@ from trait_interp.dashboard.steering import steering_data
 from trait_interp.dashboard.sweep import sweep_data
 from trait_interp.monitoring.massive_dims import CLEAN_MODES
 from trait_interp.steering.best import read_best
-from trait_interp.steering.sweep_results import read_best_layers
 from trait_interp.steering.intervention_record import read_record
+from trait_interp.steering.sweep_results import read_best_layers
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
@@ -142,7 +142,11 @@ def main(
     steered_files, best_files = per_trait(steering_responses, "steering-responses", traits), per_trait(best, "best", traits)
     data: dict[str, Any] = {}
     centers: dict[tuple[str, str, str, int], float] = {}
-    for i, trait in enumerate(traits):
+    from tqdm.auto import (
+        tqdm,  # progress on stderr: every trait's tables, then every prompt set's projections
+    )
+
+    for i, trait in enumerate(tqdm(traits, desc="report: traits", unit="trait")):
         table = read_table(evaluations[trait], VectorEvaluation)
         centers.update({(trait, *where): value for where, value in midpoints(table).items()})
         data[f"extraction/{i}"] = extraction_data(trait, table)
@@ -151,6 +155,7 @@ def main(
     swept = sweep_pages(traits, evaluations, sweep_results, sweep_responses, sweep_best)
     data.update(swept)
     sets = []
+    bar = tqdm(total=len(p["monitor_models"]) * len(p["prompt_sets"]), desc="report: prompt sets", unit="set")
     for model in p["monitor_models"]:
         for prompt_set in p["prompt_sets"]:
             key = f"sets/{len(sets)}"
@@ -167,6 +172,8 @@ def main(
             data.update(pages)
             sets.append({"key": key, "model": model, "prompt_set": prompt_set,
                          "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
+            bar.update(1)
+    bar.close()
     names = [str(name) for name in (p["interventions"] or {})]
     patterns = (intervention_responses, intervention_trace, intervention_record)
     if names and not all(patterns):

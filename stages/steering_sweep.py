@@ -31,7 +31,12 @@ from trait_interp.core.forward import TokenSequence
 from trait_interp.core.generation import generate_greedy
 from trait_interp.core.io import write_json
 from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import PromptSpec, check_context, prompt_ids, uses_chat_template
+from trait_interp.core.prompting import (
+    PromptSpec,
+    check_context,
+    prompt_ids,
+    uses_chat_template,
+)
 from trait_interp.core.sites import check_site
 from trait_interp.core.tables import write_table
 from trait_interp.extraction.vectors import load_vectors

@@ -55,7 +55,7 @@ def main(
         if response.empty:
             continue
         responses.append(response.assign(**keys))
-        lags.append(paired_lagged_correlation(table, method, site, max_lag).assign(**keys))
+        lags.append(paired_lagged_correlation(table, method, site, max_lag, progress=True).assign(**keys))
     response_table = _ordered(responses, TraitCorrelation)
     lag_table = _ordered(lags, LaggedCorrelation)
     shared = "layer" in response_table.columns

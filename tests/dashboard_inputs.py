@@ -23,8 +23,16 @@ from schemas.steering import SteeringResponses
 from schemas.sweep import SweepResponses, SweepResults
 from trait_interp.core.tables import write_table
 from trait_interp.steering.best import BestSteering, write_best
-from trait_interp.steering.sweep_results import MethodBestLayer, SweepBestLayers, write_best_layers
-from trait_interp.steering.intervention_record import GateRecord, InterventionRecord, write_record
+from trait_interp.steering.intervention_record import (
+    GateRecord,
+    InterventionRecord,
+    write_record,
+)
+from trait_interp.steering.sweep_results import (
+    MethodBestLayer,
+    SweepBestLayers,
+    write_best_layers,
+)
 
 TRAITS = ("behavior/refusal", "tone/formality")
 MODEL, DIFF_MODEL, PROMPT_SET = "toy-instruct", "toy-lora", "big_set"

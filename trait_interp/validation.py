@@ -55,8 +55,13 @@ from trait_interp.extraction.vetting import VettingSettings
 from trait_interp.judge.settings import JudgeSettings
 from trait_interp.monitoring.selection import MonitoringSettings
 from trait_interp.steering.evaluate import SteeringSettings
+from trait_interp.steering.intervention_eval import (
+    InterventionSettings,
+    Percentile,
+    check_settings,
+    select_prompts,
+)
 from trait_interp.steering.sweep import SweepSettings, plan_sweep
-from trait_interp.steering.intervention_eval import InterventionSettings, Percentile, check_settings, select_prompts
 
 REQUIRED_SECTIONS: tuple[str, ...] = tuple(s for s in PARAM_SECTIONS if s not in ("toy_models", "toy_lora"))
 """Top-level keys every experiment needs (dvc.yaml or a stage reads each); the toy sections are needed only

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from schemas.evaluation import VectorEvaluation
 from schemas.sweep import SteeringPredictors, SweepResults
@@ -15,7 +16,6 @@ from stages.cli import app
 from tests.conftest import REPO
 from trait_interp.analyses.steering_predictors import pearson, predictor_rows
 from trait_interp.core.tables import read_table, write_table
-from typer.testing import CliRunner
 
 TRAIT = "behavior/refusal"
 

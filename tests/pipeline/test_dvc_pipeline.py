@@ -52,12 +52,22 @@ def trait_interp_imports(path: Path, seen: set[str] | None = None) -> set[str]:
 def test_stage_declares_exactly_what_its_code_reads(stage):
     import importlib
 
+    from stages.stage_inputs import PARAMS as RECORDED
+    from stages.stage_inputs import PER_TRAIT_CODE
+    from stages.stage_inputs import covered as param_covered
+
     module = importlib.import_module(f"stages.{stage}")
     definition = DVC_YAML["stages"][stage]
     definition = definition.get("do", definition)  # foreach stages keep their body under `do`
     declared = [re.sub(r"\$\{(?:item\.)?(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
-    assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
     deps = set(definition["deps"])
+    if stage in PER_TRAIT_CODE:  # its params and code reach DVC through its stage_inputs record, nothing else
+        assert f"experiments/${{experiment}}/stage_inputs/{stage}.json" in deps and not declared
+        assert all(param_covered(key, RECORDED) for key in module.PARAMS), f"stage_inputs' PARAMS miss {stage}'s"
+        assert not [d for d in deps if d.startswith(("stages", "trait_interp"))], f"{stage}: code deps in dvc.yaml"
+        deps |= {f"stages/{stage}.py", *PER_TRAIT_CODE[stage]}
+    else:
+        assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
 
     def covered(module_path: str) -> bool:  # listed itself, or a folder (e.g. trait_interp/judge) holding it
         return any(module_path == dep or module_path.startswith(dep.rstrip("/") + "/") for dep in deps)
@@ -224,3 +234,55 @@ def test_a_sweep_split_over_two_queued_experiments_runs_through_the_dvc_queue(pr
         assert "sweep-l1" in listed and "sweep-l2" in listed
     finally:
         _run(["dvc", "exp", "remove", "sweep-l1", "sweep-l2"], project)
+
+
+def test_stage_inputs_change_exactly_for_the_stages_that_read_what_changed(tmp_path):
+    """A per-trait stage's record (stages/stage_inputs.py) changes when one of its params or its code does,
+    and for no other change: the same stages re-run as with params and code folders as direct deps."""
+    import copy
+    import json
+
+    from stages.stage_inputs import PER_TRAIT_CODE, stage_record
+
+    original = yaml.safe_load((REPO / "params.yaml").read_text())
+    shutil.copytree(REPO / "stages", tmp_path / "root/stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "trait_interp", tmp_path / "root/trait_interp", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def records(params: dict, root: Path = tmp_path / "root") -> dict[str, str]:
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        return {s: json.dumps(stage_record(s, path, root), sort_keys=True) for s in PER_TRAIT_CODE}
+
+    before = records(original)
+    cases = {
+        ("layer",): {"steering_eval"},
+        ("vectors", "methods"): {"extract_vectors"},
+        ("extraction", "position"): {"generate_responses", "capture_activations"},
+        ("extraction", "paired"): {"generate_responses", "vet_responses", "capture_activations"},
+        ("extraction", "store_dtype"): {"capture_activations"},
+        ("judge", "batch_size"): {"vet_responses", "steering_eval", "steering_sweep"},
+        ("sweep", "subset"): {"steering_sweep"},
+        ("steering", "min_coherence"): {"steering_eval", "steering_sweep"},
+        ("vetting", "min_pairs"): {"vet_responses"},
+        ("monitoring", "layer"): set(),
+        ("inference", "max_new_tokens"): set(),
+    }
+    for keys, expected in cases.items():
+        params = copy.deepcopy(original)
+        node = params
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = {"store_dtype": "float32", "paired": False, "methods": ["probe"]}.get(keys[-1], 3)
+        after = records(params)
+        assert {s for s in before if before[s] != after[s]} == expected, keys
+    params = copy.deepcopy(original)
+    params["traits"] = params["traits"][:1]  # adding or removing a trait adds or removes only its own stages
+    params["vectors"] = dict(reversed(list(params["vectors"].items())))  # key order means nothing
+    assert records(params) == before
+    best = tmp_path / "root/trait_interp/steering/best.py"
+    best.write_text(best.read_text() + "\n# a code change\n")
+    after = records(original)
+    assert {s for s in before if before[s] != after[s]} == {"steering_eval", "steering_sweep"}
+    (tmp_path / "root/trait_interp/core/__pycache__").mkdir()
+    (tmp_path / "root/trait_interp/core/__pycache__/x.pyc").write_bytes(b"cache")  # caches are never code
+    assert records(original) == after

@@ -19,7 +19,13 @@ import yaml
 
 from schemas.interventions import InterventionResponses, InterventionTrace
 from tests.conftest import REPO
-from tests.pipeline.test_stages import build_args, make_params, steer_args, vet_args, write_trait
+from tests.pipeline.test_stages import (
+    build_args,
+    make_params,
+    steer_args,
+    vet_args,
+    write_trait,
+)
 from tests.stage_runs import invoke
 from trait_interp.core.tables import read_table
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from schemas.evaluation import VectorEvaluation
@@ -161,6 +162,52 @@ def test_outputs_are_complete_and_valid(pipeline):
     assert metrics["best"]["method"] != "random_baseline" and "probe" in metrics["residual"]
     plot = pd.read_csv(out / "plots/acc.csv")
     assert list(plot["layer"]) == [0, 1, 2] and methods <= set(plot.columns)
+
+
+def test_stored_activations_follow_the_model_dtype_and_methods_compute_in_float32(pipeline, tmp_path):
+    """extraction.store_dtype: model (the default) stores a bf16 model's activations as bf16; float32 when
+    asked; the toy's float32 model stores float32 (the pipeline fixture). Vectors and evaluation from the
+    bf16 file are float32 and equal what the same stages give on that file's values written as float32."""
+    from safetensors import safe_open
+
+    tmp, params, out = pipeline
+
+    def dtypes(folder: Path) -> set[str]:
+        with safe_open(str(folder / "activations.safetensors"), "pt") as f:
+            return {str(f.get_slice(k).get_dtype()) for k in f.keys() if k != "__layers__"}
+
+    assert dtypes(out / "activations") == {"F32"}
+    runs = {}
+    for name, overrides in (("bf16", {}), ("bf16-float32", {"extraction.store_dtype": "float32"})):
+        p = make_params(tmp_path, tmp, **{"models.toy-base.dtype": "bfloat16", **overrides})
+        acts = tmp_path / name / "activations"
+        result = invoke("capture-activations", "--responses", out / "responses.jsonl", "--vetting",
+                        out / "vetting.jsonl", "--out", acts, "--params", p)
+        assert result.exit_code == 0, result.output
+        runs[name] = (p, acts)
+    assert dtypes(runs["bf16"][1]) == {"BF16"} and dtypes(runs["bf16-float32"][1]) == {"F32"}
+    assert "stored as bfloat16" in invoke("capture-activations", "--responses", out / "responses.jsonl", "--vetting",
+                                          out / "vetting.jsonl", "--out", tmp_path / "again", "--params",
+                                          runs["bf16"][0]).output
+    # the bf16 file's values, written as float32: the methods must give exactly the same results on both
+    upcast = tmp_path / "upcast/activations"
+    shutil.copytree(runs["bf16"][1], upcast)
+    tensors = load_file(str(upcast / "activations.safetensors"))
+    save_file({k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()},
+              str(upcast / "activations.safetensors"))
+    tables = []
+    for acts in (runs["bf16"][1], upcast):
+        folder = acts.parent
+        for step in (("extract-vectors", "--activations", acts, "--out", folder / "vectors", "--params", runs["bf16"][0]),
+                     ("evaluate-vectors", "--activations", acts, "--vectors", folder / "vectors",
+                      "--table", folder / "evaluation.csv", "--metrics", folder / "metrics.json",
+                      "--plot-accuracy", folder / "acc.csv", "--plot-effect", folder / "d.csv")):
+            result = invoke(*step)
+            assert result.exit_code == 0, (step[0], result.output)
+        vectors = load_file(str(folder / "vectors/residual/probe.safetensors"))["vectors"]
+        assert vectors.dtype == torch.float32
+        tables.append(((folder / "evaluation.csv").read_bytes(), vectors))
+    assert tables[0][0] == tables[1][0] and torch.equal(tables[0][1], tables[1][1])
 
 
 def test_generation_is_deterministic(pipeline):

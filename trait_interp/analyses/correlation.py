@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from trait_interp.analyses.pairing import Reading, reading_pairs, trait_layers
 
@@ -99,13 +100,16 @@ def _trajectories(rows: pd.DataFrame, readings: Sequence[Reading]) -> list[np.nd
     return out
 
 
-def _lagged_records(rows: pd.DataFrame, pairs: Sequence[tuple[Reading, Reading]], max_lag: int) -> list[dict]:
-    """One record per pair and lag: r of reading a at token t with reading b at t + lag, pooled within responses."""
+def _lagged_records(rows: pd.DataFrame, pairs: Sequence[tuple[Reading, Reading]], max_lag: int,
+                    progress: bool = False) -> list[dict]:
+    """One record per pair and lag: r of reading a at token t with reading b at t + lag, pooled within responses
+    (``progress``: a bar on stderr, by lag; each lag correlates every pair)."""
     readings = sorted({reading for pair in pairs for reading in pair})
     column = {reading: i for i, reading in enumerate(readings)}
     trajectories = _trajectories(rows, readings)
     records = []
-    for lag in range(-max_lag, max_lag + 1):
+    lags = range(-max_lag, max_lag + 1)
+    for lag in tqdm(lags, desc=f"lagged correlation ({len(pairs)} pairs)", unit="lag", disable=not progress):
         xs, ys = [], []
         for traj in trajectories:  # traj [T, n_readings]
             length = traj.shape[0] - abs(lag)
@@ -146,7 +150,8 @@ def lagged_correlation(
 
 
 def paired_lagged_correlation(
-    projections_df: pd.DataFrame, method: str, site: str, max_lag: int = 10, frame: str = "response"
+    projections_df: pd.DataFrame, method: str, site: str, max_lag: int = 10, frame: str = "response",
+    progress: bool = False,
 ) -> pd.DataFrame:
     """``lagged_correlation`` over one (method, site), traits paired by ``pairing.reading_pairs``.
 
@@ -160,6 +165,6 @@ def paired_lagged_correlation(
     rows = _select_method_site(projections_df, method, site)
     rows = rows[rows["frame"] == frame]
     pairs = reading_pairs(trait_layers(rows, method, site))
-    records = _lagged_records(rows, pairs, max_lag) if pairs else []
+    records = _lagged_records(rows, pairs, max_lag, progress) if pairs else []
     records.sort(key=lambda r: (r["layer_a"], r["layer_b"], r["lag"], r["trait_a"], r["trait_b"]))
     return pd.DataFrame.from_records(records, columns=["trait_a", "trait_b", "layer_a", "layer_b", "lag", "r", "n"])

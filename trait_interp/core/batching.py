@@ -65,12 +65,18 @@ class BatchSettings:
     logit_positions: int = 1
 
 
-def model_dtype_bytes(model: nn.Module) -> int:
-    """Bytes per element of activations and KV cache (the compute dtype, also for quantized weights)."""
+def compute_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a model computes its activations in (``model.dtype``; for quantized weights the
+    first floating-point parameter's, e.g. bf16 norms beside int8 weights; float32 if none)."""
     dtype = getattr(model, "dtype", None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype
+
+
+def model_dtype_bytes(model: nn.Module) -> int:
+    """Bytes per element of activations and KV cache (the compute dtype, also for quantized weights)."""
+    return torch.empty((), dtype=compute_dtype(model)).element_size()
 
 
 def bytes_per_sequence(model: nn.Module, seq_len: int, layers: int | None = None, logits: bool = True,

@@ -1,6 +1,8 @@
 """Pooled activations on disk: one folder per trait and model.
 
-``activations.safetensors`` holds one ``[n_examples, n_layers, width]`` tensor per site,
+``activations.safetensors`` holds one ``[n_examples, n_layers, width]`` tensor per site, stored in
+the dtype the capture stage chose (``extraction.store_dtype``: the model's compute dtype, e.g. bf16,
+or float32) and read back as float32, so every method computes in float32 whatever was stored,
 ``examples.csv`` one row per example (split, pair, polarity, tokens pooled; ``schemas.examples``)
 and ``meta.json`` the ``ActivationsMeta`` record, validated on write and on read.
 """
@@ -26,23 +28,29 @@ _LAYERS_KEY = "__layers__"
 
 @dataclass(frozen=True)
 class StoredActivations:
-    acts: dict[str, torch.Tensor]  # site -> [n_examples, n_layers, width] float32
+    acts: dict[str, torch.Tensor]  # site -> [n_examples, n_layers, width] float32 (upcast from the stored dtype)
     layers: tuple[int, ...]
+    stored_dtype: dict[str, torch.dtype]  # site -> the dtype on disk
 
 
-def save_activations(path: Path, acts: dict[str, torch.Tensor], layers: tuple[int, ...]) -> None:
-    tensors = {site: tensor.float().contiguous() for site, tensor in acts.items()}
+def save_activations(
+    path: Path, acts: dict[str, torch.Tensor], layers: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> None:
+    """Write the pooled activations (computed in float32) as ``dtype`` (``extraction.store_dtype``)."""
+    tensors = {site: tensor.to(dtype).contiguous() for site, tensor in acts.items()}
     tensors[_LAYERS_KEY] = torch.tensor(layers, dtype=torch.int64)
     write_with(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def load_activations(path: Path) -> StoredActivations:
+    """The stored activations, upcast to float32 (bf16 -> float32 is exact)."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: activations not found; capture them first (dvc repro)")
     tensors = read_safetensors(path, path.parent, "capture_activations", (_LAYERS_KEY,))
     layers = tuple(int(x) for x in tensors.pop(_LAYERS_KEY).tolist())
-    return StoredActivations(acts=tensors, layers=layers)
+    stored = {site: tensor.dtype for site, tensor in tensors.items()}
+    return StoredActivations(acts={site: t.float() for site, t in tensors.items()}, layers=layers, stored_dtype=stored)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from trait_interp.core.batching import BatchSize
+from trait_interp.core.batching import BatchSize, compute_dtype
 from trait_interp.core.forward import Batch, TokenSequence, forward_batches
 from trait_interp.core.layers import normalize_layer
 from trait_interp.core.positions import Position, select_span
@@ -31,6 +32,14 @@ class ExtractionSettings:
     val_fraction: float = 0.2
     split_seed: int = 0
     batch_size: BatchSize = 16
+    # the stored copy of the pooled activations: the model's compute dtype (bf16 for a bf16 model,
+    # half the bytes) or float32; pooling and every method compute in float32 either way
+    store_dtype: Literal["model", "float32"] = "model"
+
+
+def store_dtype(setting: str, model: nn.Module) -> torch.dtype:
+    """``extraction.store_dtype``: ``model`` -> the model's compute dtype, ``float32`` -> float32."""
+    return torch.float32 if setting == "float32" else compute_dtype(model)
 
 
 @dataclass(frozen=True)

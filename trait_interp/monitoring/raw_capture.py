@@ -18,9 +18,10 @@ from trait_interp.core.sites import num_layers, resolve_site
 
 def capture_tokens(
     model: nn.Module, sequences: Sequence[TokenSequence], site: str, layers: Sequence[int], pad_id: int,
-    batch_size: BatchSize = 8,
+    batch_size: BatchSize = 8, progress: bool = False,
 ) -> list[torch.Tensor]:
-    """Per sequence ``[n_tokens, n_layers, width]`` float32: the site output at every real token."""
+    """Per sequence ``[n_tokens, n_layers, width]`` float32: the site output at every real token
+    (``progress``: a bar on stderr, by sequence)."""
     modules = [resolve_site(model, site, layer).module for layer in layers]
     out: list[torch.Tensor] = []
 
@@ -29,7 +30,8 @@ def capture_tokens(
         return [(m, lambda h: seen.append(h.float().cpu())) for m in modules], seen
 
     deepest = max(normalize_layer(layer, num_layers(model)) for layer in layers)
-    for batch, seen in forward_batches(model, sequences, attach, deepest, batch_size, pad_id, desc="capture raw"):
+    for batch, seen in forward_batches(model, sequences, attach, deepest, batch_size, pad_id, desc="capture raw",
+                                       progress=progress):
         stacked = torch.stack(seen, dim=2)  # [batch, seq, n_layers, width]
         for row, seq in enumerate(batch.sequences):
             out.append(stacked[row, batch.padding(row) :].contiguous())

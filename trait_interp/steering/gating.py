@@ -45,7 +45,13 @@ from trait_interp.core.batching import BatchSize
 from trait_interp.core.generation import ChunkContext, generate_greedy
 from trait_interp.core.hooks import OutputHook, output_hooks
 from trait_interp.core.layers import normalize_layer
-from trait_interp.core.sites import check_site, module_device, num_layers, resolve_site, site_width
+from trait_interp.core.sites import (
+    check_site,
+    module_device,
+    num_layers,
+    resolve_site,
+    site_width,
+)
 from trait_interp.steering.interventions import SteeringPositions, SteeringTerm
 
 GateWhen = Literal["above", "below"]  # fire where the projection is > threshold | < threshold

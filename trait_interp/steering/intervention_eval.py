@@ -49,7 +49,11 @@ from trait_interp.steering.gating import (
     generate_intervened,
 )
 from trait_interp.steering.intervention_kl import next_token_kl
-from trait_interp.steering.intervention_record import CapRecord, GateRecord, InterventionRecord
+from trait_interp.steering.intervention_record import (
+    CapRecord,
+    GateRecord,
+    InterventionRecord,
+)
 from trait_interp.steering.interventions import SteeringPositions, SteeringTerm
 
 GROUPS = ("trigger", "non_trigger")

@@ -27,10 +27,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trait_interp.core.batching import BatchSettings, BatchSize, batch_size_for, resolve_batch_size, run_chunks
+from trait_interp.core.batching import (
+    BatchSettings,
+    BatchSize,
+    batch_size_for,
+    resolve_batch_size,
+    run_chunks,
+)
 from trait_interp.core.forward import TokenSequence
 from trait_interp.core.sites import input_device
-from trait_interp.steering.interventions import SteeringPositions, SteeringTerm, batched_steering
+from trait_interp.steering.interventions import (
+    SteeringPositions,
+    SteeringTerm,
+    batched_steering,
+)
 
 
 def _teacher_forced(sequences: Sequence[TokenSequence], width: int, answer: int,

@@ -14,6 +14,7 @@ byte-identical weights.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from trait_interp.toy.lexicon import Lexicon
@@ -108,8 +110,14 @@ def _loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, mask: torch
     return nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
-def train_causal_lm(model: nn.Module, examples: Sequence[Example], settings: TrainSettings, pad_id: int) -> TrainResult:
-    """AdamW on random minibatches of ``examples`` for ``settings.steps`` steps; the model is left in eval mode."""
+def train_causal_lm(
+    model: nn.Module, examples: Sequence[Example], settings: TrainSettings, pad_id: int,
+    progress: bool = False, desc: str = "train",
+) -> TrainResult:
+    """AdamW on random minibatches of ``examples`` for ``settings.steps`` steps; the model is left in eval mode.
+
+    ``progress``: a bar on stderr (steps, rate, the latest loss); it reads only the loss already
+    computed, so the weights are the same with it or without it."""
     if settings.steps < 1 or settings.batch_size < 1 or settings.lr <= 0 or settings.threads < 1:
         raise ValueError(f"steps, batch_size and threads must be >= 1 and lr > 0, got {settings}")
     if not examples:
@@ -129,16 +137,21 @@ def train_causal_lm(model: nn.Module, examples: Sequence[Example], settings: Tra
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
         model.train()
-        for _ in range(settings.steps):
-            rows = torch.randint(len(examples), (settings.batch_size,), generator=generator).tolist()
-            ids, labels, mask = _batch(examples, rows, pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, ids, labels, mask)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
+        every = max(1, settings.steps // 100)  # the loss on the bar: about 100 updates in all
+        with tqdm(total=settings.steps, desc=desc, unit="step", disable=not progress, file=sys.stderr) as bar:
+            for step in range(settings.steps):
+                rows = torch.randint(len(examples), (settings.batch_size,), generator=generator).tolist()
+                ids, labels, mask = _batch(examples, rows, pad_id)
+                optimizer.zero_grad(set_to_none=True)
+                loss = _loss(model, ids, labels, mask)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                losses.append(float(loss.detach()))
+                if (step + 1) % every == 0 or step + 1 == settings.steps:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+                bar.update(1)
         model.eval()
     return TrainResult(tuple(losses), time.perf_counter() - start, time.process_time() - cpu_start)
 
@@ -192,29 +205,38 @@ def chat_examples(corpus: Corpus, tokenizer: PreTrainedTokenizerFast, max_len: i
 
 
 def train_toy_models(
-    settings: ToyModelSettings, world: World, lexicons: Mapping[str, Lexicon], filler: Sequence[str]
+    settings: ToyModelSettings, world: World, lexicons: Mapping[str, Lexicon], filler: Sequence[str],
+    progress: bool = False,
 ) -> ToyModels:
     """Write the corpus, train the tokenizer on it, train the base model, then tune the chat model from it.
 
     Deterministic in ``settings.seed`` (corpus, initialisation and minibatches) for a fixed
-    ``settings.threads``.
+    ``settings.threads``. ``progress``: a line per phase and a bar per training run, on stderr.
     """
+
+    def say(text: str) -> None:
+        if progress:
+            print(f"toy models: {text}", file=sys.stderr, flush=True)
+
     corpus = generate_corpus(world, lexicons, filler, settings.examples_per_side, settings.seed)
+    say(f"corpus of {len(corpus.texts)} texts and {len(corpus.chats)} chat turns; training the tokenizer")
     lines = [f"{prefix} {text}".strip() for prefix, text in corpus.texts] + [f"{q} {a}" for q, a in corpus.chats]
     tokenizer = train_tokenizer(lines, settings.vocab_size, chat=False)
     base = build_model(settings, tokenizer)
     pad = tokenizer.pad_token_id
+    say(f"base model: {settings.base.steps} steps")
     base_result = train_causal_lm(
         base, corpus_examples(corpus, tokenizer, settings.max_length),
         TrainSettings(settings.base.steps, settings.base.batch_size, settings.base.lr, settings.seed, settings.threads),
-        pad,
+        pad, progress, "train base",
     )
     chat_tokenizer = copy.deepcopy(tokenizer)
     chat_tokenizer.chat_template = CHAT_TEMPLATE
     instruct = copy_model(base)
+    say(f"chat model, tuned from the base: {settings.chat.steps} steps")
     chat_result = train_causal_lm(
         instruct, chat_examples(corpus, chat_tokenizer, settings.max_length),
         TrainSettings(settings.chat.steps, settings.chat.batch_size, settings.chat.lr, settings.seed + 1, settings.threads),
-        pad,
+        pad, progress, "train chat",
     )
     return ToyModels(base, instruct, tokenizer, chat_tokenizer, base_result, chat_result, corpus)
