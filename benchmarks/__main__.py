@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MEASURES = ("extraction", "capture", "projection", "load")
+MEASURES = ("extraction", "capture", "projection", "load", "sweep", "gating")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
@@ -70,6 +70,15 @@ def main() -> None:
             from benchmarks.extraction_speed import extraction_rows
 
             rows.extend(extraction_rows(args.device))
+        elif name == "sweep":
+            from benchmarks.sweep_speed import sweep_rows
+
+            rows.extend(sweep_rows(args.device))
+        elif name == "gating":
+            from benchmarks.gating_speed import gating_overhead
+
+            rows.append(gating_overhead(shape, args.device, dtype, args.batch, min(args.seq, 64), min(args.new_tokens, 32),
+                                        args.repeats))
         else:
             parser.error(f"unknown measure {name!r}; use {', '.join(MEASURES)}")
         print(f"[{name}] {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)

@@ -66,7 +66,7 @@ def _median(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (CI uses 2)")
@@ -74,7 +74,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64, help="rows per batched generate call")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Time both ways, print the table, and return the figures."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -153,7 +157,23 @@ def main() -> int:
     print()
     print(f"generation speed-up: {t_single / t_batched:.2f}x (goal >= 3x); side effect: {t_kl_single / t_kl_batched:.2f}x")
     print(f"outputs identical: {all(rows)} ({sum(rows)}/{len(rows)} rows); KL equal (rel 1e-4): {kl_close}")
-    return 0 if all(rows) and kl_close else 1
+    return {"measure": "sweep: one configuration at a time / per-row batched (generate_sweep), identical tokens",
+            "shape": f"toy-shaped, {len(plan.configs)} configs x {n} questions, batch {args.batch}, {device}",
+            "ratio": round(t_single / t_batched, 2), "goal": ">= 3x CPU, >= 6x GPU",
+            "generate_calls": {"batched": batched_calls, "one_at_a_time": single_calls},
+            "side_effect_speedup": round(t_kl_single / t_kl_batched, 2),
+            "identical": all(rows), "kl_equal": kl_close}
+
+
+def sweep_rows(device: str) -> list[dict]:
+    """The ``python -m benchmarks --only sweep`` row (torch threads as the caller set them)."""
+    args = parse_args(["--device", device, "--threads", str(torch.get_num_threads())])
+    return [run(args)]
+
+
+def main() -> int:
+    result = run(parse_args())
+    return 0 if result["identical"] and result["kl_equal"] else 1
 
 
 if __name__ == "__main__":
