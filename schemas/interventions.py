@@ -38,7 +38,7 @@ class InterventionResponses(pa.DataFrameModel):
     n_steered: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=0)
     gate_score: Series[float] = pa.Field(nullable=True)  # what the gate decided on (prompt mean, or max / min read)
     changed: Series[pd.BooleanDtype] = pa.Field(nullable=True)  # the intervened answer differs from the unsteered one
-    kl: Series[float] = pa.Field(nullable=True, ge=0)  # mean next-token KL(intervened || unsteered) on the unsteered answer
+    kl: Series[float] = pa.Field(nullable=True, ge=0)  # mean next-token KL(unsteered || intervened) on the unsteered answer (the sweeps' side effect)
 
     @pa.check("prompt_ids", "response_ids", element_wise=True, error="must be a list of token ids (ints >= 0)")
     @classmethod

@@ -38,7 +38,7 @@ def _by_hand(model, seq: TokenSequence, terms) -> float | None:
             steered = torch.log_softmax(model(ids).logits[0].double(), -1)
     n = len(seq.prompt_ids)
     rows = range(n - 1, n - 1 + len(seq.response_ids))  # the positions that predict the response tokens
-    return float(sum((steered[r].exp() * (steered[r] - plain[r])).sum() for r in rows) / len(seq.response_ids))
+    return float(sum((plain[r].exp() * (plain[r] - steered[r])).sum() for r in rows) / len(seq.response_ids))
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2"])

@@ -1,15 +1,17 @@
 """Side effect of an intervention: KL of the intervened vs the unsteered next-token distribution.
 
 Teacher-forced on given (prompt, response) token ids, typically the unsteered model's own answers
-to neutral prompts: at every position that predicts a response token, ``KL(P_intervened || P_unsteered)``
-(nats), averaged over the sequence's response tokens. Zero when the intervention changes nothing
+to neutral prompts: at every position that predicts a response token, ``KL(P_unsteered || P_intervened)``
+(nats), averaged over the sequence's response tokens: the sweeps' side-effect measure
+(``steering/side_effects.py``) on the same teacher-forced layout (``side_effects.teacher_forced``). Zero when the intervention changes nothing
 (a gate that never fires), whatever the answers.
 
 The layout is the one of generation: prompts left-padded to one width, responses after them (padded
 on the right), so a gate or steering block sees the prompt exactly as in a ``generate`` prefill.
 
-This is a small, separate function on purpose: the steering sweeps' side-effect measure is meant to
-be the same quantity, and the two are to be unified into one.
+The sweeps batch configurations x sequences with plain steering terms; this entry point takes a
+generation context instead (a gate decides per row and position), so gated and capped rows are
+measured exactly as they generate.
 """
 
 from __future__ import annotations
@@ -24,19 +26,14 @@ from trait_interp.core.batching import BatchSize, resolve_batch_size
 from trait_interp.core.forward import TokenSequence
 from trait_interp.core.generation import ChunkContext
 from trait_interp.core.sites import input_device
+from trait_interp.steering.side_effects import teacher_forced
 
 
 def prompt_aligned(sequences: Sequence[TokenSequence], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``(input_ids, attention_mask, position_ids, prompt_width)``: prompts left-padded, responses right-padded."""
     width = max(len(s.prompt_ids) for s in sequences)
     tail = max(len(s.response_ids) for s in sequences)
-    ids = torch.full((len(sequences), width + tail), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        start, end = width - len(seq.prompt_ids), width + len(seq.response_ids)
-        ids[row, start:end] = torch.tensor(seq.ids, dtype=torch.long)
-        mask[row, start:end] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    ids, mask, positions = teacher_forced(sequences, width, tail, pad_id)
     return ids, mask, positions, width
 
 
@@ -48,7 +45,7 @@ def next_token_kl(
     pad_id: int,
     batch_size: BatchSize = 16,
 ) -> list[float | None]:
-    """Per sequence, the mean over its response tokens of ``KL(P_intervened || P_unsteered)`` in nats.
+    """Per sequence, the mean over its response tokens of ``KL(P_unsteered || P_intervened)`` in nats.
 
     ``context(rows, prompt_width)`` is entered around the intervened forward pass of each batch (as
     ``generate_greedy`` enters it around a chunk). None for a sequence without response tokens.
@@ -76,7 +73,7 @@ def next_token_kl(
 
         plain = logprobs(nullcontext())
         steered = logprobs(context(rows, width))
-        kl = (steered.exp() * (steered - plain)).sum(dim=-1).clamp(min=0.0)  # [batch, tail]
+        kl = (plain.exp() * (plain - steered)).sum(dim=-1).clamp(min=0.0)  # [batch, tail]
         lengths = torch.tensor([len(s.response_ids) for s in batch], device=kl.device)
         valid = torch.arange(tail, device=kl.device)[None, :] < lengths[:, None]
         means = (kl * valid).sum(dim=1) / lengths.clamp(min=1)

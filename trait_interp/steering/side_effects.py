@@ -43,7 +43,7 @@ from trait_interp.steering.interventions import (
 )
 
 
-def _teacher_forced(sequences: Sequence[TokenSequence], width: int, answer: int,
+def teacher_forced(sequences: Sequence[TokenSequence], width: int, answer: int,
                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[rows, width + answer]`` ids, mask and position ids: prompts end at column ``width``, answers follow."""
     total = width + answer
@@ -69,7 +69,7 @@ def _log_probs(model: nn.Module, site: str, sequences: Sequence[TokenSequence], 
                terms: Sequence[Sequence[SteeringTerm]] | None, width: int, answer: int, pad_id: int,
                positions: SteeringPositions) -> torch.Tensor:
     """``[len(rows), answer, vocab]`` float32 log-probs at the positions predicting answer tokens."""
-    ids, mask, position_ids = _teacher_forced([sequences[i] for i in rows], width, answer, pad_id)
+    ids, mask, position_ids = teacher_forced([sequences[i] for i in rows], width, answer, pad_id)
     device = input_device(model)
 
     def forward() -> torch.Tensor:
