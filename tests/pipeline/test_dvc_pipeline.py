@@ -92,7 +92,7 @@ _stages_run = stages_run
 def project(reproduced_toy, tmp_path_factory) -> Path:
     """A copy of the reduced toy project (tests/toy_project.py), reproduced once per session."""
     source, first = reproduced_toy
-    assert _stages_run(first) == {*VALIDATE, *TOY_WORLD, *ONCE, *PROJECTION_AND_AFTER} | {
+    assert _stages_run(first) == {*VALIDATE, *STAGE_INPUTS, *TOY_WORLD, *ONCE, *PROJECTION_AND_AFTER} | {
         f"{stage}@{trait}" for stage in PER_TRAIT for trait in TRAITS}
     return copy_project(source, tmp_path_factory.mktemp("pipeline") / "project")
 
@@ -105,6 +105,8 @@ ONCE = {"generate_inference@toy-instruct-mixed_requests", "calibrate_massive_dim
         "label_responses@refused"}
 # validate runs whenever params or datasets change (its marker never does, so it re-runs nothing)
 VALIDATE = {"validate"}
+# the per-trait stages' params and code records: re-run when one of those params (or the code) changes
+STAGE_INPUTS = {"stage_inputs"}
 # everything that reads the vectors of all traits, i.e. re-runs after any trait changes
 PROJECTION_AND_AFTER = {"monitor_layers", "project@toy-instruct-mixed_requests", "compare_groups@harmful_vs_benign",
                         "compare_judged_groups@refused_vs_complied", "trait_correlation@mixed_requests",
@@ -186,7 +188,7 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
     ran = _run(["dvc", "exp", "run", "-S", "layer=1"], project)
     # steering and what reads its results; monitoring keeps its own layer (monitoring.layer), so the
     # monitoring layer record is unchanged and nothing is projected, extracted or generated again
-    assert _stages_run(ran) == VALIDATE | {"steering_eval@behavior/refusal", "steering_eval@tone/formality",
+    assert _stages_run(ran) == VALIDATE | STAGE_INPUTS | {"steering_eval@behavior/refusal", "steering_eval@tone/formality",
                                            "monitor_layers", "intervention_eval@refusal_gate", "report"}
     after = _metrics(project, "behavior/refusal")
     assert before["layers"] == "2" and after["layers"] == "1"
@@ -224,7 +226,7 @@ def test_a_sweep_split_over_two_queued_experiments_runs_through_the_dvc_queue(pr
             ran = _stages_run(_run(["dvc", "queue", "logs", name], project))
             # only the sweeps and what reads them (steering_eval too, had a best layer changed)
             assert {f"steering_sweep@{t}" for t in TRAITS} <= ran
-            assert ran <= VALIDATE | {f"steering_{s}@{t}" for s in ("sweep", "eval") for t in TRAITS} | {
+            assert ran <= VALIDATE | STAGE_INPUTS | {f"steering_{s}@{t}" for s in ("sweep", "eval") for t in TRAITS} | {
                 "steering_predictors", "monitor_layers", "report"}, ran
             for trait in TRAITS:  # each experiment's commit holds its share of the grid
                 shown = json.loads(_run(["git", "show", f"{commits[name]}:experiments/toy/metrics/sweep/{trait}.json"],

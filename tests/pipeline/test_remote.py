@@ -428,7 +428,7 @@ def test_repro_pull_allow_missing_reruns_only_steering_without_activations(proje
     params["steering"]["search_steps"] = 1
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = run(["dvc", "repro", "--pull", "--allow-missing", "steering_eval"], repo, env=credentials(s3))
-    assert stages_run(output(ran)) == {"validate"} | {f"steering_eval@{t}" for t in TRAITS}
+    assert stages_run(output(ran)) == {"validate", "stage_inputs"} | {f"steering_eval@{t}" for t in TRAITS}
     activations = [f"capture_activations@{t}" for t in TRAITS]
     assert not any((repo / p).exists() for s in activations for p, _, _ in outs_by_stage(project)[s])
     assert not cache_hashes(repo) & set().union(*(object_hashes(project, s) for s in activations))
