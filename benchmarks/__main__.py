@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MEASURES = ("extraction", "capture", "projection", "load")
+MEASURES = ("extraction", "capture", "projection", "load", "startup")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
@@ -70,6 +70,10 @@ def main() -> None:
             from benchmarks.extraction_speed import extraction_rows
 
             rows.extend(extraction_rows(args.device))
+        elif name == "startup":
+            from benchmarks.startup import startup_rows
+
+            rows.extend(startup_rows())
         else:
             parser.error(f"unknown measure {name!r}; use {', '.join(MEASURES)}")
         print(f"[{name}] {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
