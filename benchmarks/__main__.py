@@ -19,7 +19,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MEASURES = ("extraction", "capture", "projection", "load", "sweep", "gating")
+MEASURES = ("extraction", "capture", "projection", "load", "sweep", "gating", "startup")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
@@ -79,6 +79,10 @@ def main() -> None:
 
             rows.append(gating_overhead(shape, args.device, dtype, args.batch, min(args.seq, 64), min(args.new_tokens, 32),
                                         args.repeats))
+        elif name == "startup":
+            from benchmarks.startup import startup_rows
+
+            rows.extend(startup_rows())
         else:
             parser.error(f"unknown measure {name!r}; use {', '.join(MEASURES)}")
         print(f"[{name}] {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)

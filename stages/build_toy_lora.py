@@ -11,7 +11,6 @@ from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_text
-from trait_interp.toy.models import ToyLoraSettings, build_toy_lora
 
 PARAMS = ("toy_lora",)
 
@@ -37,6 +36,8 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train the toy LoRA adapter deterministically from toy_lora (seed, steps, rank, lr)."""
+    from trait_interp.toy.models import ToyLoraSettings, build_toy_lora
+
     settings = from_mapping(ToyLoraSettings, stage_params(params, PARAMS)["toy_lora"], f"{params}:toy_lora")
     if settings.steps < 1 or settings.rank < 1 or settings.lr <= 0:
         raise UserInputError(f"{params}:toy_lora: steps and rank must be >= 1 and lr > 0")

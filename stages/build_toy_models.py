@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from stages._common import ParamsOption, rounded, stage_params, user_errors
@@ -13,18 +12,19 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import atomic_dir, read_text, write_json, write_with
 from trait_interp.toy.lexicon import load_lexicons
-from trait_interp.toy.models import (
-    ToyModelSettings,
-    add_number_tokens,
-    build_judge_model,
-)
-from trait_interp.toy.training import TrainResult, train_toy_models
 from trait_interp.toy.world import load_world
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trait_interp.toy.training import TrainResult
 
 PARAMS = ("toy_models",)
 
 
 def loss_curve(result: TrainResult) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({"step": range(1, len(result.losses) + 1), "loss": [round(x, 4) for x in result.losses]})
 
 
@@ -54,6 +54,13 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Write the toy corpus from its seed, train the base model on it, then tune the chat model from the base."""
+    from trait_interp.toy.models import (
+        ToyModelSettings,
+        add_number_tokens,
+        build_judge_model,
+    )
+    from trait_interp.toy.training import train_toy_models
+
     settings = from_mapping(ToyModelSettings, stage_params(params, PARAMS)["toy_models"], f"{params}:toy_models")
     for phase in ("base", "chat"):
         phase_settings = getattr(settings, phase)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from schemas.inference import InferenceResponses
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -16,14 +15,9 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.core.batching import BatchSize
+from trait_interp.core.batch_size import BatchSize
 from trait_interp.core.config import from_mapping
-from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import write_json
-from trait_interp.core.models import load_model
-from trait_interp.core.sites import check_site, num_layers
-from trait_interp.core.tables import read_table
-from trait_interp.monitoring.massive_dims import calibrate
 
 PARAMS = ("massive_dims",)
 
@@ -47,6 +41,13 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Mean activation per layer over all response tokens; its top-k dims and those recurring across layers."""
+    from schemas.inference import InferenceResponses
+    from trait_interp.core.forward import pad_token_id, token_sequences
+    from trait_interp.core.models import load_model
+    from trait_interp.core.sites import check_site, num_layers
+    from trait_interp.core.tables import read_table
+    from trait_interp.monitoring.massive_dims import calibrate
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(MassiveDimsSettings, p["massive_dims"], f"{params}:massive_dims")

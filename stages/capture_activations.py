@@ -5,14 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from schemas.examples import Examples
-from schemas.responses import Responses
-from schemas.vetting import VettingScores
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -22,27 +18,12 @@ from stages._common import (
 )
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.layers import parse_layers
-from trait_interp.core.models import load_model
 from trait_interp.core.positions import parse_position
-from trait_interp.core.sites import check_site, num_layers
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.activation_store import (
-    ACTIVATIONS_FILE,
-    EXAMPLES_FILE,
-    META_FILE,
-    ActivationsMeta,
-    save_activations,
-    write_meta,
-)
-from trait_interp.extraction.capture import (
-    ExtractionSettings,
-    capture_pooled,
-    store_dtype,
-)
-from trait_interp.extraction.split import assign_split
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARAMS = ("extraction",)
 
@@ -73,6 +54,30 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Capture pooled activations (one forward pass per batch) and a pair-preserving train/val split."""
+    import pandas as pd
+
+    from schemas.examples import Examples
+    from schemas.responses import Responses
+    from schemas.vetting import VettingScores
+    from trait_interp.core.forward import pad_token_id, token_sequences
+    from trait_interp.core.models import load_model
+    from trait_interp.core.sites import check_site, num_layers
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.extraction.activation_store import (
+        ACTIVATIONS_FILE,
+        EXAMPLES_FILE,
+        META_FILE,
+        ActivationsMeta,
+        save_activations,
+        write_meta,
+    )
+    from trait_interp.extraction.capture import (
+        ExtractionSettings,
+        capture_pooled,
+        store_dtype,
+    )
+    from trait_interp.extraction.split import assign_split
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(ExtractionSettings, p["extraction"], f"{params}:extraction")

@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 
-from schemas.inference import InferenceResponses
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -22,15 +21,10 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.core.batching import BatchSize
+from trait_interp.core.batch_size import BatchSize
 from trait_interp.core.config import from_mapping
-from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import atomic_dir
 from trait_interp.core.layers import parse_layers
-from trait_interp.core.models import load_model
-from trait_interp.core.sites import check_site, num_layers
-from trait_interp.core.tables import read_table
-from trait_interp.monitoring.raw_capture import capture_tokens, save_token_activations
 
 PARAMS = ("raw_activations.site", "raw_activations.layers", "raw_activations.batch_size")
 
@@ -52,6 +46,16 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Every token of every stored response through the model once; ``[n_tokens, n_layers, width]`` per prompt."""
+    from schemas.inference import InferenceResponses
+    from trait_interp.core.forward import pad_token_id, token_sequences
+    from trait_interp.core.models import load_model
+    from trait_interp.core.sites import check_site, num_layers
+    from trait_interp.core.tables import read_table
+    from trait_interp.monitoring.raw_capture import (
+        capture_tokens,
+        save_token_activations,
+    )
+
     p = stage_params(params, PARAMS)
     _, spec, where = resolved_model(model)
     section = {k: p[f"raw_activations.{k}"] for k in ("site", "layers", "batch_size")}

@@ -12,20 +12,11 @@ from typing import Annotated
 
 import typer
 
-from schemas.analyses import GroupComparison
-from schemas.projections import Projections
 from stages._common import ParamsOption, rounded, stage_params, user_errors
-from trait_interp.analyses.group_comparison import (
-    compare_groups,
-    labels_from_field,
-    read_labels,
-    response_means,
-)
 from trait_interp.analyses.settings import AnalysisSettings
 from trait_interp.core.datasets import load_prompt_set
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
 
 PARAMS = ("analyses.n_boot", "analyses.seed")
 
@@ -48,6 +39,16 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Mean response projection per group, signed Cohen's d with a bootstrap 95% interval, Welch p-value."""
+    from schemas.analyses import GroupComparison
+    from schemas.projections import Projections
+    from trait_interp.analyses.group_comparison import (
+        compare_groups,
+        labels_from_field,
+        read_labels,
+        response_means,
+    )
+    from trait_interp.core.tables import read_table, write_table
+
     p = stage_params(params, PARAMS)
     settings = AnalysisSettings(n_boot=p["analyses.n_boot"], seed=p["analyses.seed"])
     if labels_file is not None:

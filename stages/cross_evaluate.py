@@ -5,29 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
-import torch
 import typer
 
-from schemas.analyses import CrossEvaluation
-from schemas.examples import Examples
 from stages._common import ParamsOption, per_trait, stage_params, user_errors
-from trait_interp.analyses.cross_evaluation import cross_accuracy
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.activation_store import (
-    ACTIVATIONS_FILE,
-    EXAMPLES_FILE,
-    load_activations,
-)
-from trait_interp.extraction.vectors import load_vectors
 
 PARAMS = ("analyses.cross_evaluation",)
 
 
 def split_rows(folder: Path, site: str, split: str):
     """(acts [n, n_layers, hidden], polarity) of one split of a trait's pooled activations (its folder)."""
+    import torch
+
+    from schemas.examples import Examples
+    from trait_interp.core.tables import read_table
+    from trait_interp.extraction.activation_store import (
+        ACTIVATIONS_FILE,
+        EXAMPLES_FILE,
+        load_activations,
+    )
+
     stored = load_activations(folder / ACTIVATIONS_FILE)
     if site not in stored.acts:
         raise UserInputError(f"{folder}: no activations for site '{site}'; add it to extraction.sites")
@@ -46,6 +44,13 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Every trait's vector, with its own train-set threshold, scored on every trait's held-out pairs."""
+    import pandas as pd
+
+    from schemas.analyses import CrossEvaluation
+    from trait_interp.analyses.cross_evaluation import cross_accuracy
+    from trait_interp.core.tables import write_table
+    from trait_interp.extraction.vectors import load_vectors
+
     settings = stage_params(params, PARAMS)["analyses.cross_evaluation"]
     traits, methods, site = list(settings["traits"]), list(settings["methods"]), str(settings["site"])
     if len(traits) < 2:

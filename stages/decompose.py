@@ -12,21 +12,16 @@ with a response mean for both) is a one-line error naming the traits and what wa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from schemas.analyses import Quadrants
-from schemas.evaluation import VectorEvaluation
-from schemas.projections import Projections
 from stages._common import ParamsOption, user_errors
-from trait_interp.analyses.decomposition import quadrants
-from trait_interp.analyses.group_comparison import response_means
-from trait_interp.analyses.pairing import describe, layer_pairs, trait_layers
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARAMS: tuple[str, ...] = ()
 
@@ -51,6 +46,16 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Classify each response's mean projections on two traits as high/low by the vectors' train midpoints."""
+    import pandas as pd
+
+    from schemas.analyses import Quadrants
+    from schemas.evaluation import VectorEvaluation
+    from schemas.projections import Projections
+    from trait_interp.analyses.decomposition import quadrants
+    from trait_interp.analyses.group_comparison import response_means
+    from trait_interp.analyses.pairing import describe, layer_pairs, trait_layers
+    from trait_interp.core.tables import read_table, write_table
+
     if trait_x == trait_y:
         raise UserInputError(f"--trait-x and --trait-y must differ; both are {trait_x}")
     means = response_means(read_table(projections, Projections))

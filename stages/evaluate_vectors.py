@@ -5,29 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from schemas.evaluation import VectorEvaluation
-from schemas.examples import Examples
 from stages._common import user_errors
 from trait_interp.core.io import write_json, write_with
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.activation_store import (
-    ACTIVATIONS_FILE,
-    EXAMPLES_FILE,
-    META_FILE,
-    load_activations,
-    read_meta,
-)
-from trait_interp.extraction.evaluation import (
-    MIN_VAL_PAIRS,
-    check_held_out,
-    evaluate_layers,
-    summarize,
-)
-from trait_interp.extraction.extract import class_sets
-from trait_interp.extraction.vectors import load_vectors
 
 PARAMS: tuple[str, ...] = ()
 PLOT_SITE = "residual"  # the site drawn in the layer plots (others are in the table)
@@ -43,6 +24,27 @@ def main(
     plot_effect: Annotated[Path, typer.Option(help="CSV: layer x method signed Cohen's d (residual site).")],
 ) -> None:
     """Score every vector on the held-out pairs; the threshold is fitted on train only."""
+    import pandas as pd
+
+    from schemas.evaluation import VectorEvaluation
+    from schemas.examples import Examples
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.extraction.activation_store import (
+        ACTIVATIONS_FILE,
+        EXAMPLES_FILE,
+        META_FILE,
+        load_activations,
+        read_meta,
+    )
+    from trait_interp.extraction.evaluation import (
+        MIN_VAL_PAIRS,
+        check_held_out,
+        evaluate_layers,
+        summarize,
+    )
+    from trait_interp.extraction.extract import class_sets
+    from trait_interp.extraction.vectors import load_vectors
+
     stored = load_activations(activations / ACTIVATIONS_FILE)
     examples = read_table(activations / EXAMPLES_FILE, Examples)
     meta = read_meta(activations / META_FILE)

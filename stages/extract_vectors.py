@@ -8,26 +8,9 @@ from typing import Annotated
 
 import typer
 
-from schemas.examples import Examples
 from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.io import atomic_dir
-from trait_interp.core.tables import read_table
-from trait_interp.extraction.activation_store import (
-    ACTIVATIONS_FILE,
-    EXAMPLES_FILE,
-    META_FILE,
-    load_activations,
-    read_meta,
-)
-from trait_interp.extraction.extract import (
-    VectorSettings,
-    check_methods_fit_pairing,
-    class_sets,
-    extract_layers,
-    mean_norms,
-)
-from trait_interp.extraction.vectors import VectorMetadata, VectorSet, save_vectors
 
 PARAMS = ("vectors",)
 
@@ -39,6 +22,24 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Run every configured method on the train split, per site and layer."""
+    from schemas.examples import Examples
+    from trait_interp.core.tables import read_table
+    from trait_interp.extraction.activation_store import (
+        ACTIVATIONS_FILE,
+        EXAMPLES_FILE,
+        META_FILE,
+        load_activations,
+        read_meta,
+    )
+    from trait_interp.extraction.extract import (
+        VectorSettings,
+        check_methods_fit_pairing,
+        class_sets,
+        extract_layers,
+        mean_norms,
+    )
+    from trait_interp.extraction.vectors import VectorMetadata, VectorSet, save_vectors
+
     settings = from_mapping(VectorSettings, stage_params(params, PARAMS)["vectors"], f"{params}:vectors")
     stored = load_activations(activations / ACTIVATIONS_FILE)
     examples = read_table(activations / EXAMPLES_FILE, Examples)

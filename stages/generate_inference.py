@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from schemas.inference import InferenceResponses
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -20,16 +18,6 @@ from stages._common import (
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import load_prompt_set
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.generation import GenerationSettings, generate_greedy
-from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import (
-    PromptSpec,
-    check_context,
-    prompt_ids,
-    token_strings,
-    uses_chat_template,
-)
-from trait_interp.core.tables import write_table
 
 PARAMS = ("inference",)
 
@@ -42,6 +30,20 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate greedy answers with exact token ids and strings (the prompt set's system prompt applies)."""
+    import pandas as pd
+
+    from schemas.inference import InferenceResponses
+    from trait_interp.core.generation import GenerationSettings, generate_greedy
+    from trait_interp.core.models import context_limit, load_model, load_tokenizer
+    from trait_interp.core.prompting import (
+        PromptSpec,
+        check_context,
+        prompt_ids,
+        token_strings,
+        uses_chat_template,
+    )
+    from trait_interp.core.tables import write_table
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(GenerationSettings, p["inference"], f"{params}:inference")

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from schemas.responses import Responses
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -18,16 +16,7 @@ from stages._common import (
 )
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import TraitScenarios, load_scenarios, pair_scenarios
-from trait_interp.core.generation import GenerationSettings, generate_greedy
-from trait_interp.core.models import context_limit, load_model, load_tokenizer
 from trait_interp.core.positions import parse_position, resolve_max_new_tokens
-from trait_interp.core.prompting import (
-    PromptSpec,
-    check_context,
-    prompt_ids,
-    uses_chat_template,
-)
-from trait_interp.core.tables import write_table
 
 PARAMS = ("extraction.position", "extraction.paired", "generation")
 
@@ -42,6 +31,19 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Generate greedy responses for both sides of every scenario with the extraction model."""
+    import pandas as pd
+
+    from schemas.responses import Responses
+    from trait_interp.core.generation import GenerationSettings, generate_greedy
+    from trait_interp.core.models import context_limit, load_model, load_tokenizer
+    from trait_interp.core.prompting import (
+        PromptSpec,
+        check_context,
+        prompt_ids,
+        uses_chat_template,
+    )
+    from trait_interp.core.tables import write_table
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     position = parse_position(p["extraction.position"])

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from schemas.evaluation import VectorEvaluation
-from schemas.inference import InferenceResponses
-from schemas.interventions import InterventionResponses, InterventionTrace
 from stages._common import (
     JudgeRecordOption,
     ModelRecordOption,
@@ -31,33 +27,10 @@ from trait_interp.core.datasets import (
     read_definition,
     trait_display_name,
 )
-from trait_interp.core.forward import token_sequences
 from trait_interp.core.io import write_json
-from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import (
-    PromptSpec,
-    check_context,
-    prompt_ids,
-    token_strings,
-    uses_chat_template,
-)
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.vectors import load_vectors
-from trait_interp.judge.judge import steering_scores
-from trait_interp.judge.record import read_judge_record
-from trait_interp.judge.session import judge_summary, open_judge
-from trait_interp.judge.settings import JudgeSettings
-from trait_interp.steering.best import read_best
-from trait_interp.steering.evaluate import Decoder
-from trait_interp.steering.intervention_eval import (
-    Sources,
-    build_intervention,
-    evaluate_intervention,
-    parse_settings,
-    select_prompts,
-    trace_rows,
-)
-from trait_interp.steering.intervention_record import InterventionRecord, write_record
+
+if TYPE_CHECKING:
+    from trait_interp.steering.intervention_record import InterventionRecord
 
 PARAMS = ("interventions.{key}", "steering.max_new_tokens", "steering.batch_size", "judge")
 
@@ -111,6 +84,38 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Answer each prompt unsteered and intervened; judge both, fire rates, KL side effect, the gate's record."""
+    import pandas as pd
+
+    from schemas.evaluation import VectorEvaluation
+    from schemas.inference import InferenceResponses
+    from schemas.interventions import InterventionResponses, InterventionTrace
+    from trait_interp.core.forward import token_sequences
+    from trait_interp.core.models import context_limit, load_model, load_tokenizer
+    from trait_interp.core.prompting import (
+        PromptSpec,
+        check_context,
+        prompt_ids,
+        token_strings,
+        uses_chat_template,
+    )
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.extraction.vectors import load_vectors
+    from trait_interp.judge.judge import steering_scores
+    from trait_interp.judge.record import read_judge_record
+    from trait_interp.judge.session import judge_summary, open_judge
+    from trait_interp.judge.settings import JudgeSettings
+    from trait_interp.steering.best import read_best
+    from trait_interp.steering.evaluate import Decoder
+    from trait_interp.steering.intervention_eval import (
+        Sources,
+        build_intervention,
+        evaluate_intervention,
+        parse_settings,
+        select_prompts,
+        trace_rows,
+    )
+    from trait_interp.steering.intervention_record import write_record
+
     p = stage_params(params, PARAMS, key=name)
     where = f"{params}:interventions.{name}"
     settings = parse_settings(p["interventions.{key}"], where)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from schemas.inference import InferenceResponses
 from stages._common import (
     JudgeRecordOption,
     ParamsOption,
@@ -16,15 +14,9 @@ from stages._common import (
     touch_output,
     user_errors,
 )
-from trait_interp.analyses.group_comparison import labels_from_verdicts
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json, write_with
-from trait_interp.core.tables import read_table
-from trait_interp.judge.judge import trait_scores
-from trait_interp.judge.record import read_judge_record
-from trait_interp.judge.session import judge_summary, open_judge
-from trait_interp.judge.settings import JudgeSettings
 
 PARAMS = ("judge",)
 
@@ -42,6 +34,16 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Judge each (prompt, response) on the trait; label yes/no by threshold (unscored responses get no label)."""
+    import pandas as pd
+
+    from schemas.inference import InferenceResponses
+    from trait_interp.analyses.group_comparison import labels_from_verdicts
+    from trait_interp.core.tables import read_table
+    from trait_interp.judge.judge import trait_scores
+    from trait_interp.judge.record import read_judge_record
+    from trait_interp.judge.session import judge_summary, open_judge
+    from trait_interp.judge.settings import JudgeSettings
+
     settings = from_mapping(JudgeSettings, stage_params(params, PARAMS)["judge"], f"{params}:judge")
     table = read_table(responses, InferenceResponses)
     rubric = read_definition(definition, trait)

@@ -11,8 +11,6 @@ from typing import Annotated
 
 import typer
 
-from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
-from schemas.inference import InferenceResponses
 from stages._common import (
     ParamsOption,
     per_trait,
@@ -21,27 +19,10 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.analyses.model_diff import (
-    diff_vector_cosines,
-    paired_diff,
-    per_token_diff,
-)
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import write_json
-from trait_interp.core.models import load_model, load_tokenizer
 from trait_interp.core.positions import parse_position
-from trait_interp.core.sites import check_site, num_layers
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.capture import capture_pooled
-from trait_interp.extraction.vectors import load_vectors
-from trait_interp.monitoring.projection import project_sequences, to_long_rows
-from trait_interp.monitoring.selection import (
-    MonitoringSettings,
-    monitor_vectors,
-    read_layers,
-)
 
 PARAMS = ("traits", "monitoring")
 
@@ -60,6 +41,26 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """A = application model, B = diff_model, both on A's exact token ids (no re-generation)."""
+    from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
+    from schemas.inference import InferenceResponses
+    from trait_interp.analyses.model_diff import (
+        diff_vector_cosines,
+        paired_diff,
+        per_token_diff,
+    )
+    from trait_interp.core.forward import pad_token_id, token_sequences
+    from trait_interp.core.models import load_model, load_tokenizer
+    from trait_interp.core.sites import check_site, num_layers
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.extraction.capture import capture_pooled
+    from trait_interp.extraction.vectors import load_vectors
+    from trait_interp.monitoring.projection import project_sequences, to_long_rows
+    from trait_interp.monitoring.selection import (
+        MonitoringSettings,
+        monitor_vectors,
+        read_layers,
+    )
+
     p = stage_params(params, PARAMS)
     record_a, spec_a, where_a = resolved_model(model)
     record_b, spec_b, where_b = resolved_model(diff_model)

@@ -19,12 +19,6 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.core.resolution import read_model_record
-from trait_interp.monitoring.selection import (
-    choose_layers,
-    steering_best_layer,
-    write_layers,
-)
 
 PARAMS = ("traits", "monitoring.layer")
 
@@ -37,6 +31,13 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Per trait, the layers monitoring projects at; the application model's record gives the layer count."""
+    from trait_interp.core.resolution import read_model_record
+    from trait_interp.monitoring.selection import (
+        choose_layers,
+        steering_best_layer,
+        write_layers,
+    )
+
     p = stage_params(params, PARAMS)
     traits = [str(t) for t in p["traits"]]
     record = read_model_record(model)

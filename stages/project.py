@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from schemas.dynamics import Commitment, Dynamics
-from schemas.inference import InferenceResponses
-from schemas.projections import Projections
 from stages._common import (
     ModelRecordOption,
     ParamsOption,
@@ -20,23 +17,7 @@ from stages._common import (
 )
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.forward import pad_token_id, token_sequences
 from trait_interp.core.io import read_json, write_json
-from trait_interp.core.models import load_model
-from trait_interp.core.sites import check_site
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.monitoring.dynamics import dynamics_table
-from trait_interp.monitoring.massive_dims import (
-    CLEANING_PARTS,
-    Calibration,
-    clean_dims_for,
-)
-from trait_interp.monitoring.projection import project_sequences, to_long_rows
-from trait_interp.monitoring.selection import (
-    MonitoringSettings,
-    monitor_vectors,
-    read_layers,
-)
 
 PARAMS = ("traits", "monitoring")
 
@@ -59,6 +40,26 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Stream the exact stored ids through the model once; keep only [tokens x vectors] scores and norms."""
+    from schemas.dynamics import Commitment, Dynamics
+    from schemas.inference import InferenceResponses
+    from schemas.projections import Projections
+    from trait_interp.core.forward import pad_token_id, token_sequences
+    from trait_interp.core.models import load_model
+    from trait_interp.core.sites import check_site
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.monitoring.dynamics import dynamics_table
+    from trait_interp.monitoring.massive_dims import (
+        CLEANING_PARTS,
+        Calibration,
+        clean_dims_for,
+    )
+    from trait_interp.monitoring.projection import project_sequences, to_long_rows
+    from trait_interp.monitoring.selection import (
+        MonitoringSettings,
+        monitor_vectors,
+        read_layers,
+    )
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(MonitoringSettings, p["monitoring"], f"{params}:monitoring")

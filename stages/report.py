@@ -9,13 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
-from schemas.evaluation import VectorEvaluation
-from schemas.inference import InferenceResponses
-from schemas.interventions import InterventionResponses, InterventionTrace
-from schemas.projections import Projections
-from schemas.steering import SteeringResponses
-from schemas.sweep import SweepResponses, SweepResults
 from stages._common import (
     ParamsOption,
     fill_pattern,
@@ -23,27 +16,9 @@ from stages._common import (
     stage_params,
     user_errors,
 )
-from trait_interp.analyses.group_comparison import read_labels
-from trait_interp.analyses.steering_predictors import predictor_rows
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import read_json
-from trait_interp.core.tables import read_table
-from trait_interp.dashboard.extraction import extraction_data, midpoints
-from trait_interp.dashboard.interventions import intervention_pages
-from trait_interp.dashboard.model_diff import model_diff_data
-from trait_interp.dashboard.monitoring import (
-    cleaning_info,
-    prompt_index,
-    series_of,
-    token_files,
-)
 from trait_interp.dashboard.site import write_site
-from trait_interp.dashboard.steering import steering_data
-from trait_interp.dashboard.sweep import sweep_data
-from trait_interp.monitoring.massive_dims import CLEAN_MODES
-from trait_interp.steering.best import read_best
-from trait_interp.steering.intervention_record import read_record
-from trait_interp.steering.sweep_results import read_best_layers
 
 PARAMS = (
     "experiment", "traits", "application_model", "monitor_models", "prompt_sets", "diff_model",
@@ -66,6 +41,16 @@ def prompt_set_pages(
     cleaned_with: str,
 ) -> dict[str, Any]:
     """The picker index (``<key>/prompts``) and one token file per prompt (``<key>/p<row>``)."""
+    from schemas.inference import InferenceResponses
+    from schemas.projections import Projections
+    from trait_interp.core.tables import read_table
+    from trait_interp.dashboard.monitoring import (
+        cleaning_info,
+        prompt_index,
+        series_of,
+        token_files,
+    )
+
     responses = read_table(responses_file, InferenceResponses)
     projections = read_table(projections_file, Projections)
     calibration = read_json(calibration_file) if calibration_file.is_file() else None
@@ -84,6 +69,13 @@ def prompt_set_pages(
 def sweep_pages(traits: list[str], evaluations: dict[str, Path], results: str | None, responses: str | None,
                 best: str | None) -> dict[str, Any]:
     """``sweep/<i>`` (grids, comparison) and ``sweep/<i>/a/<k>`` (answers of method k) for every trait; none without a sweep."""
+    from schemas.evaluation import VectorEvaluation
+    from schemas.sweep import SweepResponses, SweepResults
+    from trait_interp.analyses.steering_predictors import predictor_rows
+    from trait_interp.core.tables import read_table
+    from trait_interp.dashboard.sweep import sweep_data
+    from trait_interp.steering.sweep_results import read_best_layers
+
     given = [x is not None for x in (results, responses, best)]
     if not any(given):
         return {}
@@ -133,6 +125,20 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compact per-view data (data/*.js) plus the static pages; open index.html or run `trait-interp serve`."""
+    from schemas.analyses import ClauseDiff, DiffCosine, ModelDiff
+    from schemas.evaluation import VectorEvaluation
+    from schemas.interventions import InterventionResponses, InterventionTrace
+    from schemas.steering import SteeringResponses
+    from trait_interp.analyses.group_comparison import read_labels
+    from trait_interp.core.tables import read_table
+    from trait_interp.dashboard.extraction import extraction_data, midpoints
+    from trait_interp.dashboard.interventions import intervention_pages
+    from trait_interp.dashboard.model_diff import model_diff_data
+    from trait_interp.dashboard.steering import steering_data
+    from trait_interp.monitoring.massive_dims import CLEAN_MODES
+    from trait_interp.steering.best import read_best
+    from trait_interp.steering.intervention_record import read_record
+
     p = stage_params(params, PARAMS)
     traits, cleaned_with = [str(t) for t in p["traits"]], p["monitoring.clean_massive_dims"]
     if cleaned_with not in CLEAN_MODES:
@@ -146,34 +152,35 @@ def main(
         tqdm,  # progress on stderr: every trait's tables, then every prompt set's projections
     )
 
-    for i, trait in enumerate(tqdm(traits, desc="report: traits", unit="trait")):
-        table = read_table(evaluations[trait], VectorEvaluation)
-        centers.update({(trait, *where): value for where, value in midpoints(table).items()})
-        data[f"extraction/{i}"] = extraction_data(trait, table)
-        steered = read_table(steered_files[trait], SteeringResponses)
-        data[f"steering/{i}"] = steering_data(trait, steered, asdict(read_best(best_files[trait])))
+    # each bar in a with block: an error mid-loop closes it, so the error line stands on its own line
+    with tqdm(traits, desc="report: traits", unit="trait") as trait_bar:
+        for i, trait in enumerate(trait_bar):
+            table = read_table(evaluations[trait], VectorEvaluation)
+            centers.update({(trait, *where): value for where, value in midpoints(table).items()})
+            data[f"extraction/{i}"] = extraction_data(trait, table)
+            steered = read_table(steered_files[trait], SteeringResponses)
+            data[f"steering/{i}"] = steering_data(trait, steered, asdict(read_best(best_files[trait])))
     swept = sweep_pages(traits, evaluations, sweep_results, sweep_responses, sweep_best)
     data.update(swept)
     sets = []
-    bar = tqdm(total=len(p["monitor_models"]) * len(p["prompt_sets"]), desc="report: prompt sets", unit="set")
-    for model in p["monitor_models"]:
-        for prompt_set in p["prompt_sets"]:
-            key = f"sets/{len(sets)}"
-            set_labels = {
-                name: read_labels(fill_pattern(labels, "labels", name=name))
-                for name, labelled_set in labelled.items()
-                if labelled_set == prompt_set and model == p["application_model"]
-            }
-            pages = prompt_set_pages(
-                key, model, fill_pattern(responses, "responses", model=model, prompt_set=prompt_set),
-                fill_pattern(projections, "projections", model=model, prompt_set=prompt_set),
-                fill_pattern(calibration, "calibration", model=model), set_labels, traits, centers, cleaned_with,
-            )
-            data.update(pages)
-            sets.append({"key": key, "model": model, "prompt_set": prompt_set,
-                         "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
-            bar.update(1)
-    bar.close()
+    with tqdm(total=len(p["monitor_models"]) * len(p["prompt_sets"]), desc="report: prompt sets", unit="set") as bar:
+        for model in p["monitor_models"]:
+            for prompt_set in p["prompt_sets"]:
+                key = f"sets/{len(sets)}"
+                set_labels = {
+                    name: read_labels(fill_pattern(labels, "labels", name=name))
+                    for name, labelled_set in labelled.items()
+                    if labelled_set == prompt_set and model == p["application_model"]
+                }
+                pages = prompt_set_pages(
+                    key, model, fill_pattern(responses, "responses", model=model, prompt_set=prompt_set),
+                    fill_pattern(projections, "projections", model=model, prompt_set=prompt_set),
+                    fill_pattern(calibration, "calibration", model=model), set_labels, traits, centers, cleaned_with,
+                )
+                data.update(pages)
+                sets.append({"key": key, "model": model, "prompt_set": prompt_set,
+                             "n_prompts": pages[f"{key}/prompts"]["n_prompts"]})
+                bar.update(1)
     names = [str(name) for name in (p["interventions"] or {})]
     patterns = (intervention_responses, intervention_trace, intervention_record)
     if names and not all(patterns):

@@ -19,10 +19,6 @@ from stages._common import ParamsOption, stage_params, user_errors
 from trait_interp.core.config import from_mapping
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import atomic_dir
-from trait_interp.core.models import ModelSpec
-from trait_interp.core.resolution import resolve_model, write_model_record
-from trait_interp.judge.record import resolve_judge, write_judge_record
-from trait_interp.judge.settings import JudgeSettings
 
 PARAMS = ("models", "extraction_model", "application_model", "monitor_models", "diff_model", "judge")
 JUDGE_RECORD = "judge.json"
@@ -40,6 +36,11 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Resolve every model the experiment uses (hub revision -> commit sha, local folder -> content hash)."""
+    from trait_interp.core.models import ModelSpec
+    from trait_interp.core.resolution import resolve_model, write_model_record
+    from trait_interp.judge.record import resolve_judge, write_judge_record
+    from trait_interp.judge.settings import JudgeSettings
+
     p = stage_params(params, PARAMS)
     registry = p["models"] or {}
     records = []

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from schemas.evaluation import VectorEvaluation
-from schemas.steering import SteeringCurve, SteeringResponses
 from stages._common import (
     JudgeRecordOption,
     ModelRecordOption,
@@ -30,36 +27,22 @@ from trait_interp.core.datasets import (
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
 from trait_interp.core.layers import parse_layer_choice
-from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import (
-    PromptSpec,
-    check_context,
-    prompt_ids,
-    uses_chat_template,
-)
-from trait_interp.core.sites import check_site, num_layers
-from trait_interp.core.tables import read_table, write_table
-from trait_interp.extraction.evaluation import best_index, best_vector
-from trait_interp.extraction.vectors import load_vectors
-from trait_interp.judge.judge import steering_scores
-from trait_interp.judge.record import read_judge_record
-from trait_interp.judge.session import judge_summary, open_judge
-from trait_interp.judge.settings import JudgeSettings
-from trait_interp.judge.templates import custom_eval_template
-from trait_interp.steering.best import BestSteering, write_best
-from trait_interp.steering.evaluate import (
-    Decoder,
-    SteeringSettings,
-    evaluate_steering,
-    rises_with_coefficient,
-)
-from trait_interp.steering.sweep_results import read_best_layers
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trait_interp.steering.best import BestSteering
+    from trait_interp.steering.evaluate import SteeringSettings
 
 PARAMS = ("layer", "steering", "judge")
 
 
 def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:
     """The layer where the steered method's vector separated held-out data best (``layer: best``)."""
+    from schemas.evaluation import VectorEvaluation
+    from trait_interp.core.tables import read_table
+    from trait_interp.extraction.evaluation import best_index
+
     table = read_table(evaluation, VectorEvaluation)
     rows = table[(table["site"] == site) & (table["method"] == method)]
     if rows.empty:
@@ -70,6 +53,8 @@ def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:
 def best_layer_source(settings: SteeringSettings, evaluation: Path, sweep_best: Path | None, site: str,
                       where: str) -> Callable[[], int]:
     """What ``layer: best`` stands for (``steering.best_from``): the extraction's best layer or the sweep's."""
+    from trait_interp.steering.sweep_results import read_best_layers
+
     if settings.best_from == "extraction":
         return lambda: best_extraction_layer(evaluation, site, settings.method)
     if sweep_best is None:
@@ -84,6 +69,8 @@ def sweep_metrics(sweep: list[dict], direction: str) -> dict[str, object]:
     ``sweep_monotonic`` is true when the trait score rises with the coefficient all the way through
     the sweep (falls, for a trait whose steering direction is negative). Empty without a sweep.
     """
+    from trait_interp.steering.evaluate import rises_with_coefficient
+
     if not sweep:
         return {}
     ordered = sweep if direction != "negative" else list(reversed(sweep))
@@ -96,6 +83,8 @@ def sweep_metrics(sweep: list[dict], direction: str) -> dict[str, object]:
 
 def headline_of(evaluation: pd.DataFrame, best: BestSteering) -> dict[str, object]:
     """One trait's row of ``dvc metrics show``: its best vector (held out) and what steering it did."""
+    from trait_interp.extraction.evaluation import best_vector
+
     vector = best_vector(evaluation)
     return {
         "vector": f"{vector['method']}@{vector['site']}",  # the best vector on held-out pairs
@@ -131,6 +120,32 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Steer the application model along the trait vector; the judge scores trait and coherence."""
+    import pandas as pd
+
+    from schemas.evaluation import VectorEvaluation
+    from schemas.steering import SteeringCurve, SteeringResponses
+    from trait_interp.core.models import context_limit, load_model, load_tokenizer
+    from trait_interp.core.prompting import (
+        PromptSpec,
+        check_context,
+        prompt_ids,
+        uses_chat_template,
+    )
+    from trait_interp.core.sites import check_site, num_layers
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.extraction.vectors import load_vectors
+    from trait_interp.judge.judge import steering_scores
+    from trait_interp.judge.record import read_judge_record
+    from trait_interp.judge.session import judge_summary, open_judge
+    from trait_interp.judge.settings import JudgeSettings
+    from trait_interp.judge.templates import custom_eval_template
+    from trait_interp.steering.best import BestSteering, write_best
+    from trait_interp.steering.evaluate import (
+        Decoder,
+        SteeringSettings,
+        evaluate_steering,
+    )
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(SteeringSettings, p["steering"], f"{params}:steering")

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
-from schemas.evaluation import VectorEvaluation
-from schemas.sweep import SteeringPredictors, SweepResults
 from stages._common import ParamsOption, per_trait, rounded, stage_params, user_errors
-from trait_interp.analyses.steering_predictors import pooled, predictor_rows
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARAMS = ("traits",)
 
 
 def metrics_of(table: pd.DataFrame, pooled_r: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``{trait: {method: {...}}, pooled: {method: {...}}}`` with the table's headline columns."""
+    import pandas as pd
+
     keep = ("n_layers", "r_cohens_d", "r_val_accuracy", "best_steering_layer", "best_steering_effect",
             "best_extraction_layer", "same_layer")
     out: dict[str, Any] = {}
@@ -49,6 +49,13 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Correlate extraction metrics with the sweep's best coherent effect across layers; best layers side by side."""
+    import pandas as pd
+
+    from schemas.evaluation import VectorEvaluation
+    from schemas.sweep import SteeringPredictors, SweepResults
+    from trait_interp.analyses.steering_predictors import pooled, predictor_rows
+    from trait_interp.core.tables import read_table, write_table
+
     p = stage_params(params, PARAMS)
     traits = [str(t) for t in p["traits"]]
     evaluations = {t: read_table(f, VectorEvaluation) for t, f in per_trait(evaluation, "evaluation", traits).items()}

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
-from schemas.sweep import SweepPlot, SweepResponses, SweepResults
 from stages._common import (
     JudgeRecordOption,
     ModelRecordOption,
@@ -27,41 +25,12 @@ from trait_interp.core.datasets import (
     trait_display_name,
 )
 from trait_interp.core.errors import UserInputError
-from trait_interp.core.forward import TokenSequence
-from trait_interp.core.generation import generate_greedy
 from trait_interp.core.io import write_json
-from trait_interp.core.models import context_limit, load_model, load_tokenizer
-from trait_interp.core.prompting import (
-    PromptSpec,
-    check_context,
-    prompt_ids,
-    uses_chat_template,
-)
-from trait_interp.core.sites import check_site
-from trait_interp.core.tables import write_table
-from trait_interp.extraction.vectors import load_vectors
-from trait_interp.judge.estimate import JudgeEstimate, estimate_steering_judging
-from trait_interp.judge.judge import steering_judgements
-from trait_interp.judge.record import read_judge_record
-from trait_interp.judge.session import judge_summary, open_judge
-from trait_interp.judge.settings import JudgeSettings
-from trait_interp.judge.templates import custom_eval_template
-from trait_interp.steering.side_effects import next_token_kl
-from trait_interp.steering.sweep import (
-    SweepPlan,
-    SweepSettings,
-    config_terms,
-    generate_sweep,
-    plan_sweep,
-    planned_generate_calls,
-)
-from trait_interp.steering.sweep_results import (
-    best_layers_of,
-    best_per_method,
-    response_rows,
-    result_rows,
-    write_best_layers,
-)
+
+if TYPE_CHECKING:
+    from trait_interp.judge.estimate import JudgeEstimate
+    from trait_interp.judge.settings import JudgeSettings
+    from trait_interp.steering.sweep import SweepPlan
 
 PARAMS = ("sweep", "steering.min_coherence", "judge")
 
@@ -121,6 +90,43 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Steer every (method, layer or window, ratio) of sweep: in batched generate calls; judge; KL on neutral prompts."""
+    import pandas as pd
+
+    from schemas.sweep import SweepPlot, SweepResponses, SweepResults
+    from trait_interp.core.forward import TokenSequence
+    from trait_interp.core.generation import generate_greedy
+    from trait_interp.core.models import context_limit, load_model, load_tokenizer
+    from trait_interp.core.prompting import (
+        PromptSpec,
+        check_context,
+        prompt_ids,
+        uses_chat_template,
+    )
+    from trait_interp.core.sites import check_site
+    from trait_interp.core.tables import write_table
+    from trait_interp.extraction.vectors import load_vectors
+    from trait_interp.judge.estimate import estimate_steering_judging
+    from trait_interp.judge.judge import steering_judgements
+    from trait_interp.judge.record import read_judge_record
+    from trait_interp.judge.session import judge_summary, open_judge
+    from trait_interp.judge.settings import JudgeSettings
+    from trait_interp.judge.templates import custom_eval_template
+    from trait_interp.steering.side_effects import next_token_kl
+    from trait_interp.steering.sweep import (
+        SweepSettings,
+        config_terms,
+        generate_sweep,
+        plan_sweep,
+        planned_generate_calls,
+    )
+    from trait_interp.steering.sweep_results import (
+        best_layers_of,
+        best_per_method,
+        response_rows,
+        result_rows,
+        write_best_layers,
+    )
+
     p = stage_params(params, PARAMS)
     record, spec, where = resolved_model(model)
     settings = from_mapping(SweepSettings, p["sweep"], f"{params}:sweep")

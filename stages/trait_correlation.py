@@ -12,22 +12,15 @@ at a shared layer (any fixed ``layer``: an int, a list, ``all``), else ``layer_a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from schemas.analyses import LaggedCorrelation, TraitCorrelation
-from schemas.projections import Projections
 from stages._common import ParamsOption, stage_params, user_errors
-from trait_interp.analyses.correlation import (
-    paired_lagged_correlation,
-    paired_response_correlation,
-)
-from trait_interp.analyses.group_comparison import response_means
-from trait_interp.analyses.pairing import describe, one_layer_column, trait_layers
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARAMS = ("analyses.max_lag",)
 
@@ -45,6 +38,18 @@ def main(
     Traits are compared at every (method, site, layer) where at least two traits were projected, and
     two traits that share no layer at all are compared each at its own layers.
     """
+    import pandas as pd
+
+    from schemas.analyses import LaggedCorrelation, TraitCorrelation
+    from schemas.projections import Projections
+    from trait_interp.analyses.correlation import (
+        paired_lagged_correlation,
+        paired_response_correlation,
+    )
+    from trait_interp.analyses.group_comparison import response_means
+    from trait_interp.analyses.pairing import describe, trait_layers
+    from trait_interp.core.tables import read_table, write_table
+
     max_lag = int(stage_params(params, PARAMS)["analyses.max_lag"])
     table = read_table(projections, Projections)
     means = response_means(table)
@@ -95,6 +100,8 @@ def main(
 
 def _n_layers(table: pd.DataFrame) -> int:
     """How many (method, site, layer) took part: with shared layers, the layers compared at."""
+    import pandas as pd
+
     if "layer" in table.columns:
         return len(table[["method", "site", "layer"]].drop_duplicates())
     sides = [table[["method", "site", side]].set_axis(["method", "site", "layer"], axis=1) for side in ("layer_a", "layer_b")]
@@ -106,6 +113,10 @@ def _ordered(frames: list[pd.DataFrame], schema) -> pd.DataFrame:
 
     Empty (the schema's columns, ``layer`` included) when nothing was comparable.
     """
+    import pandas as pd
+
+    from trait_interp.analyses.pairing import one_layer_column
+
     own = list(schema.to_schema().columns)
     if not frames:
         return pd.DataFrame(columns=[c for c in own if c not in ("layer_a", "layer_b")])

@@ -12,7 +12,6 @@ from stages._common import ParamsOption, user_errors
 from stages.calibrate_massive_dims import MassiveDimsSettings
 from stages.capture_raw import RawActivationSettings
 from trait_interp.core.io import write_text
-from trait_interp.validation import ExperimentFiles, validate_experiment
 
 PARAMS: tuple[str, ...] = ()  # it reads the whole params file: depend on params.yaml as a file in dvc.yaml
 MARKER = "valid\n"  # constant: re-validating an unchanged experiment never invalidates the stages after it
@@ -26,6 +25,8 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Check params, every trait and prompt set, positions, sites, methods and each model's layers (config.json only)."""
+    from trait_interp.validation import ExperimentFiles, validate_experiment
+
     started = time.perf_counter()
     files = ExperimentFiles(params, traits_root, prompt_sets_root)  # the lexicon: judge.lexicon
     result = validate_experiment(

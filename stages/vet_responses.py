@@ -6,11 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from schemas.responses import Responses
-from schemas.vetting import VettingScores
 from stages._common import (
     JudgeRecordOption,
     ParamsOption,
@@ -21,12 +18,7 @@ from stages._common import (
 from trait_interp.core.config import from_mapping
 from trait_interp.core.datasets import read_definition, trait_display_name
 from trait_interp.core.io import write_json
-from trait_interp.core.tables import read_table, write_table
 from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
-from trait_interp.judge.judge import vet_scores
-from trait_interp.judge.record import read_judge_record
-from trait_interp.judge.session import judge_summary, open_judge
-from trait_interp.judge.settings import JudgeSettings
 
 PARAMS = ("vetting", "judge", "extraction.paired")
 
@@ -43,6 +35,16 @@ def main(
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Score positive and negative responses with the judge; keep pairs whose both sides pass."""
+    import pandas as pd
+
+    from schemas.responses import Responses
+    from schemas.vetting import VettingScores
+    from trait_interp.core.tables import read_table, write_table
+    from trait_interp.judge.judge import vet_scores
+    from trait_interp.judge.record import read_judge_record
+    from trait_interp.judge.session import judge_summary, open_judge
+    from trait_interp.judge.settings import JudgeSettings
+
     p = stage_params(params, PARAMS)
     settings = from_mapping(VettingSettings, p["vetting"], f"{params}:vetting")
     # paired filtering needs real pairs: without them, each side is filtered on its own

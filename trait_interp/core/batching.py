@@ -33,18 +33,19 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+# BatchSize (the param type) lives in a light module so stage modules can import it; re-exported here
+from trait_interp.core.batch_size import BatchSize
 from trait_interp.core.errors import UserInputError
 from trait_interp.core.sites import decoder_layers, text_config
 
 T = TypeVar("T")
 R = TypeVar("R")
-BatchSize = int | Literal["auto"]  # a batch_size param: a fixed size, or auto (from free CUDA memory)
 log = logging.getLogger(__name__)
 
 
