@@ -165,7 +165,7 @@ def test_metrics_show_is_one_row_per_trait_and_intervention_with_the_headline(pr
     for path, data in files.items():
         assert tuple(data) == (HEADLINE if path in traits else INTERVENTION_HEADLINE), path
     table = _run(["dvc", "metrics", "show"], project)
-    assert len(table.splitlines()) == 1 + len(files) and max(map(len, table.splitlines())) < 160
+    assert len(table.splitlines()) == 1 + len(files) and max(map(len, table.splitlines())) < 170  # one screen
     # every other metrics file is still there to read by name
     detail = _run(["dvc", "metrics", "show", "experiments/toy/metrics/toy_training.json"], project)
     assert "final_loss" in detail
