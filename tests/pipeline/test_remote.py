@@ -345,6 +345,9 @@ def test_round_trip_restores_every_pushed_artifact_byte_for_byte(project, pulled
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["raw_activations"].update(models=[], prompt_sets=[])
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # a params edit makes only validate stale (it reads all of params.yaml; its marker never changes)
+    assert "validate:" in output(run(["dvc", "status"], repo))
+    assert stages_run(output(run(["dvc", "repro"], repo))) == {"validate"}
     assert "Data and pipelines are up to date" in output(run(["dvc", "status"], repo))
     run(["dvc", "pull"], repo, env=credentials(s3))
     assert stages_run(output(run(["dvc", "repro"], repo))) == set()
@@ -422,7 +425,8 @@ def test_pulling_one_stage_or_one_trait_fetches_only_that(project, pushed, s3, t
 def test_repro_pull_allow_missing_reruns_only_steering_without_activations(project, pushed, s3, tmp_path):
     repo = clone(project, tmp_path / "clone")
     point_at(repo, s3, pushed["prefix"])
-    run(["dvc", "pull", "steering_eval"], repo, env=credentials(s3))  # last results + judge caches (small)
+    # the toy models (stages depend on their records, not on the folders) and the last results + judge caches
+    run(["dvc", "pull", "build_toy_models", "steering_eval"], repo, env=credentials(s3))
     params_file = repo / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["steering"]["search_steps"] = 1
@@ -441,7 +445,8 @@ def test_a_sweep_rerun_after_pull_makes_no_judge_calls(project, pushed, s3, tmp_
     """A fresh machine pulls the sweeps (their judge caches with them) and re-runs them: every answer is cached."""
     repo = clone(project, tmp_path / "clone")
     point_at(repo, s3, pushed["prefix"])
-    run(["dvc", "pull", "steering_sweep"], repo, env=credentials(s3))
+    # the sweeps (their judge caches with them), their vectors and the toy models they steer
+    run(["dvc", "pull", "build_toy_models", "extract_vectors", "steering_sweep"], repo, env=credentials(s3))
     ran = run(["dvc", "repro", "--pull", "--allow-missing", "--force", "--single-item", "steering_sweep"], repo,
               env=credentials(s3))
     assert stages_run(output(ran)) == {f"steering_sweep@{t}" for t in TRAITS}
@@ -560,7 +565,9 @@ def test_exp_push_and_pull_share_an_experiment(project, pushed, s3, tmp_path):
     try:
         before = {p: (project / p).read_bytes() for p in pushed_outs(project) if (project / p).is_file() and p != LARGE}
         ran = run(["dvc", "exp", "run", "-S", "analyses.max_lag=5", "-n", "lag5"], project)
-        assert stages_run(output(ran)) and all(s.startswith("trait_correlation@") for s in stages_run(output(ran)))
+        # validate re-runs on any params change (its marker never changes); the report reads analyses/
+        analysed = stages_run(output(ran)) - {"validate", "report"}
+        assert analysed and all(s.startswith("trait_correlation@") for s in analysed), stages_run(output(ran))
         made = {p: (project / p).read_bytes() for p in before if (project / p).read_bytes() != before[p]}
         assert made, "the experiment changed no output"
         run(["dvc", "exp", "push", "shared", "lag5"], project, env=credentials(s3))

@@ -134,7 +134,7 @@ def test_settings_errors_are_one_line_and_name_the_fix(scorer):
     planted = ("behavior/refusal", REFUSAL)
     with pytest.raises(UserInputError, match=r"judge.relevance_check: the lexicon judge has no oracle for relevance"):
         make_backend(JudgeSettings(backend="lexicon", local_model=spec), "judge", planted)
-    with pytest.raises(UserInputError, match=r"--lexicon datasets/toy/lexicon.json"):
+    with pytest.raises(UserInputError, match=r"judge.lexicon: .*set it to datasets/toy/lexicon.json"):
         make_backend(JudgeSettings(backend="lexicon", local_model=spec, relevance_check=False), "judge", None)
     with pytest.raises(UserInputError, match=r"no local_model is set"):
         make_backend(JudgeSettings(backend="lexicon", relevance_check=False), "judge", planted)
