@@ -7,13 +7,16 @@ The 70B shape: 80 layers, hidden 8192, k_proj/v_proj 1024 wide (8 KV heads x 128
 
 - activations (capture_activations): ``n_examples x n_layers x sum(site widths) x dtype bytes`` plus
   a safetensors header, the layer indices, examples.csv and meta.json;
-- vectors (extract_vectors): per (site, method) ``n_layers x hidden x 4`` (float32 always) plus
-  the layer indices, a header and the JSON sidecar;
+- vectors (extract_vectors): per (site, method) ``n_layers x hidden x dtype bytes`` (the stored
+  activations' dtype: bf16 by default on a real model) plus the layer indices, a header and the
+  JSON sidecar;
 - projections (project, per prompt set and monitored model): one Parquet row per (prompt, token,
   layer, trait, method, site), so per trait ``prompts x tokens x monitored layers`` rows, plus the
   dynamics table; bytes per row are measured (Parquet compresses), not derived.
 
-Against the reference layout (bf16 residual only, 300 examples: 300 x 80 x 8192 x 2 bytes). The
+Against the reference layout: bf16 residual activations (300 examples: 300 x 80 x 8192 x 2 bytes)
+and its bf16 vectors (per method 80 x 8192 x 2 bytes; its per-layer ``.pt`` overhead and its
+per-prompt projection JSON are not counted, which favours the reference). The
 check builds a tiny Llama with 80 layers (hidden 64, k/v 16 wide) in bf16, captures, extracts and
 projects with the library's own writers, and compares each file's size with the formula at that
 shape (exact for the tensors; the small files are measured and scaled per layer or per row).
@@ -83,8 +86,8 @@ def activations_formula(n: int, layers: int, hidden: int, kv: int, sites: tuple[
     return safetensors_bytes(tensors)
 
 
-def vectors_formula(layers: int, hidden: int) -> int:
-    return safetensors_bytes({"vectors": ((layers, hidden), 4), "layers": ((layers,), 8)})
+def vectors_formula(layers: int, hidden: int, dtype_bytes: int) -> int:
+    return safetensors_bytes({"vectors": ((layers, hidden), dtype_bytes), "layers": ((layers,), 8)})
 
 
 def tiny_model(layers: int):
@@ -125,10 +128,10 @@ def check_small_run(tmp: Path, layers: int, n_examples: int) -> dict:
                               position="response[:5]", method=method, method_params=asdict(settings),
                               dataset_hash="0" * 64, n_train=len(acts), n_val=0, layers=list(stored.layers),
                               train_metrics=info, activation_norms=norms)
-        save_vectors(tmp / "vectors", VectorSet(vectors, meta))
+        save_vectors(tmp / "vectors", VectorSet(vectors, meta), dtype=stored.stored_dtype["residual"])  # as extract_vectors does
         tensor_path, json_path = vector_paths(tmp / "vectors", "residual", method)
-        rows.append({"file": f"vectors residual/{method}.safetensors", "bytes": tensor_path.stat().st_size,
-                     "formula": vectors_formula(layers, hidden)})
+        rows.append({"file": f"vectors residual/{method}.safetensors (bf16)", "bytes": tensor_path.stat().st_size,
+                     "formula": vectors_formula(layers, hidden, DTYPE_BYTES[stored.stored_dtype["residual"]])})
         sidecar += json_path.stat().st_size
     # projections: 10 traits at one layer each (monitoring.layer: best), 20 prompts x 20 tokens
     traits = [f"cat/trait{i}" for i in range(10)]
@@ -170,25 +173,30 @@ def main() -> None:
 
     L, H, KV = BIG["layers"], BIG["hidden"], BIG["kv"]
     n = args.examples
-    reference = n * L * H * 2
+    reference_acts = n * L * H * 2
+    reference_vectors = args.methods * L * H * 2
+    reference = reference_acts + reference_vectors
     small = 30_000  # examples.csv (~60 bytes a row) and meta.json, at most
-    acts = {
-        "default (presets: residual, store_dtype: model = bf16)": activations_formula(n, L, H, KV, ("residual",), 2),
-        "residual, store_dtype: float32": activations_formula(n, L, H, KV, ("residual",), 4),
-        "params.yaml's 7 sites, bf16": activations_formula(n, L, H, KV, SITES, 2),
-        "params.yaml's 7 sites, float32 (before)": activations_formula(n, L, H, KV, SITES, 4),
+    acts = {  # label -> (activation bytes, vector dtype bytes)
+        "default (presets: residual, store_dtype: model = bf16)": (activations_formula(n, L, H, KV, ("residual",), 2), 2),
+        "residual, store_dtype: float32": (activations_formula(n, L, H, KV, ("residual",), 4), 4),
+        "params.yaml's 7 sites, bf16": (activations_formula(n, L, H, KV, SITES, 2), 2),
+        "params.yaml's 7 sites, float32 (before)": (activations_formula(n, L, H, KV, SITES, 4), 4),
     }
-    vectors = args.methods * (vectors_formula(L, H) + check["sidecar_per_layer"] * L)
     rows_per_set = args.prompts * args.tokens  # one monitored layer per trait (monitoring.layer: best)
     projections = rows_per_set * (per_row + dyn_per_row)
     print(f"\n70B shape ({L} layers, hidden {H}, k/v {KV}), {n} examples per trait, {args.methods} methods; "
           f"projections per prompt set of {args.prompts} prompts x {args.tokens} tokens, one layer per trait")
-    print(f"reference layout (bf16 residual only, {n} examples): {reference / GB:.3f} GB per trait")
+    print(f"reference layout (bf16 residual activations, {n} examples, + {args.methods} bf16 vectors): "
+          f"{reference_acts / GB:.3f} + {reference_vectors / GB:.4f} = {reference / GB:.3f} GB per trait")
     print(f"{'per trait':<56} {'activations':>12} {'vectors':>9} {'proj./set':>10} {'total':>9} {'x ref':>7}")
-    for label, size in acts.items():
+    for label, (size, vector_bytes) in acts.items():
+        vectors = args.methods * (vectors_formula(L, H, vector_bytes) + check["sidecar_per_layer"] * L)
         total = size + small + vectors + projections
         print(f"{label:<56} {size / GB:>10.3f}GB {vectors / GB:>7.4f}GB {projections / GB:>8.4f}GB "
               f"{total / GB:>7.3f}GB {total / reference:>7.3f}")
+    print(f"activations alone vs the reference's: {acts[next(iter(acts))][0] / reference_acts:.4f}; "
+          f"vector payload alone: {vectors_formula(L, H, 2) / (L * H * 2):.4f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Stage extract_vectors: one unit vector per layer, per site and method, with a JSON sidecar."""
+"""Stage extract_vectors: one unit vector per layer, per site and method, with a JSON sidecar.
+
+Vectors are stored in the stored activations' dtype (``extraction.store_dtype``), computed in float32.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +78,6 @@ def main(
                     train_metrics=info,
                     activation_norms=norms,
                 )
-                save_vectors(tmp, VectorSet(vectors, metadata))
+                save_vectors(tmp, VectorSet(vectors, metadata), dtype=stored.stored_dtype[site])  # as the activations were stored
                 bar.update(1)
     typer.echo(f"{meta.trait}: {len(settings.methods)} methods x {len(stored.acts)} sites -> {out}")

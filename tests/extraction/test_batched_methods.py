@@ -206,7 +206,7 @@ def test_pca_matches_per_layer(n_pairs: int, hidden: int, dtype: torch.dtype) ->
     for i, result in enumerate(_per_layer(stack, "pca", methods.MethodSettings())):
         torch.testing.assert_close(vectors[i], result.vector, rtol=0.0, atol=1e-5)  # sign included
         ratio = info[str(stack.layers[i])]["explained_variance_ratio"]
-        assert ratio == pytest.approx(result.info["explained_variance_ratio"], rel=1e-9)
+        assert ratio == pytest.approx(result.info["explained_variance_ratio"], rel=1e-6)  # float32 Gram on CPU
 
 
 def test_pca_sign_follows_class_labels() -> None:
@@ -234,16 +234,15 @@ def test_pca_all_zero_differences_raise() -> None:
 def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     """Same start, Adam steps and stopping rule as the per-layer loop, layer by layer.
 
-    With ``gradient_max_steps=200`` the first (weak-signal, massive-dims) layer is still
-    oscillating when the budget runs out, while the second converges after ~170 steps, so
-    one layer leaves the batch early and one never converges. (Two layers only: the
-    per-layer reference loop is slow.)
+    With ``gradient_max_steps=110`` the first layer is stationary after 106 steps and leaves
+    the batch early, while the second (120 steps) is still stepping when the budget runs out,
+    so both kinds of layer are exercised. (Two layers only: the per-layer loop is slow.)
     """
     stack = _stack(25, 15, 128, (0.5, 1.0), seed=12, dtype=dtype)
-    settings = methods.MethodSettings(seed=2, gradient_max_steps=200)
+    settings = methods.MethodSettings(seed=2, gradient_max_steps=110)
     vectors, info = _extract(stack, "gradient", settings)
     results = _per_layer(stack, "gradient", settings)
-    assert [result.info["converged"] for result in results] == [0.0, 1.0]  # both kinds of layer exercised
+    assert [result.info["converged"] for result in results] == [1.0, 0.0]  # both kinds of layer exercised
     for i, result in enumerate(results):
         layer_info = info[str(stack.layers[i])]
         assert _cos(vectors[i], result.vector) >= 0.999
@@ -254,17 +253,35 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     assert torch.equal(vectors, torch.stack([result.vector for result in results]))
 
 
+def test_gradient_stops_where_the_long_adam_run_ends_up() -> None:
+    """The stationarity rule stops Adam within ~200 steps; the result is the direction that
+    thousands of steps give (the rule of before, which at this width never stopped), and the
+    objective's optimum, the class-mean gap."""
+    stack = _stack(40, 40, 2048, (0.5, 1.0, 2.0), seed=21)
+    settings = methods.MethodSettings()
+    vectors, info = _extract(stack, "gradient", settings)
+    long_run = methods.MethodSettings(gradient_tolerance=0.0, gradient_max_steps=3000)  # never stationary: all steps
+    for i, layer in enumerate(stack.layers):
+        assert info[str(layer)]["converged"] == 1.0 and info[str(layer)]["steps"] < 400
+        result = methods.gradient(stack.pos[i], stack.neg[i], long_run, layer)
+        assert result.info["steps"] == 3000
+        assert _cos(vectors[i], result.vector) >= 0.999
+        gap = stack.pos[i].mean(dim=0) - stack.neg[i].mean(dim=0)
+        assert _cos(vectors[i], gap) >= (1 - settings.gradient_tolerance**2) ** 0.5  # sin < tolerance
+
+
 def test_gradient_in_several_cpu_blocks() -> None:
     """Wide layers and two torch threads: the CPU loop splits the layers into blocks (here
-    2 + 1 rows) run on worker threads; each layer must still follow its per-layer trajectory
-    exactly. (One torch thread: cache-sized blocks, one block here, as in the other tests.)"""
+    one row each) run on worker threads with one-thread torch pools; each layer must still
+    follow its per-layer trajectory exactly."""
     stack = _stack(6, 4, 12_000, (0.5, 1.0, 2.0), seed=17, massive=False)
     settings = methods.MethodSettings(gradient_max_steps=12)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 2
+        assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 3
         vectors, info = _extract(stack, "gradient", settings)
+        assert torch.get_num_threads() == 2  # the one-thread pools are restored
     finally:
         torch.set_num_threads(previous)
     for i, result in enumerate(_per_layer(stack, "gradient", settings)):

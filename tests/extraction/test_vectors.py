@@ -45,3 +45,22 @@ def test_missing_file_and_mismatched_sidecar_are_clear_errors(tmp_path):
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "layers": [0, 2]}))
     with pytest.raises(UserInputError, match="layers do not match its sidecar"):
         load_vectors(tmp_path, "residual", "probe")
+
+
+def test_vectors_stored_in_the_activations_dtype_read_back_as_float32_unit_rows(tmp_path):
+    """bf16 activations (a real model's compute dtype) give bf16 vector files: half the bytes of
+    float32, read back as float32 unit rows within bf16 rounding of the computed ones."""
+    from safetensors.torch import load_file
+
+    vectors = torch.nn.functional.normalize(torch.randn(3, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
+    save_vectors(tmp_path / "f32", VectorSet(vectors, _metadata([1, 3, 5])))
+    save_vectors(tmp_path / "bf16", VectorSet(vectors, _metadata([1, 3, 5])), dtype=torch.bfloat16)
+    stored = load_file(str(tmp_path / "bf16/residual/probe.safetensors"))["vectors"]
+    assert stored.dtype == torch.bfloat16
+    sizes = {name: (tmp_path / name / "residual/probe.safetensors").stat().st_size for name in ("f32", "bf16")}
+    assert sizes["bf16"] < 0.55 * sizes["f32"]
+    loaded = load_vectors(tmp_path / "bf16", "residual", "probe").vectors
+    assert loaded.dtype == torch.float32
+    torch.testing.assert_close(loaded.norm(dim=-1), torch.ones(3), rtol=0, atol=1e-6)
+    assert torch.nn.functional.cosine_similarity(loaded, vectors, dim=-1).min() > 0.9999
+    assert not torch.equal(loaded, vectors)  # rounded: the bf16 file is what was read

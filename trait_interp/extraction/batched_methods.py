@@ -20,18 +20,19 @@ How each method is batched:
   regression to convergence by damped Newton (float64 iteration), batched over layers. When
   ``n <= hidden`` it works in the n-dimensional span of the rows (representer theorem,
   ``w = X^T alpha``) through the Gram matrix ``K = X X^T``; otherwise in the primal.
-- ``gradient`` runs today's Adam loop on an ``[L, hidden]`` weight matrix with per-layer
-  convergence: a converged layer is taken out of the batch and stops updating.
+- ``gradient`` runs the per-layer Adam loop on an ``[L, hidden]`` weight matrix: a layer that
+  is stationary is taken out of the batch and stops updating.
 - ``random_baseline`` draws exactly today's per-layer vectors.
 
 On CPU, ``mean_diff``, ``gradient`` and ``random_baseline`` reproduce the per-layer methods
 bit for bit (the gradient's float32 operations are the per-layer loop's, see
-``_AdamState.step``); ``pca`` agrees to ~1e-12. On a GPU the reductions round differently,
-so a gradient layer that is still oscillating at ``gradient_max_steps`` ends at a different
-point of its oscillation than on CPU. The probe is the regularised optimum (to ~1e-7
-relative on CPU, where its Gram matrix is float32: 1 - cos ~1e-13), where today's lbfgs
-stops at ``tol=1e-4``, up to ~1e-3 away in cosine at n = 200, hidden = 8192, so train
-accuracies can differ from today's at points near the boundary.
+``_AdamState.step``); ``pca`` agrees to ~1e-7 (its n x n product is float32 on CPU). On a
+GPU the reductions round differently, so a gradient layer can stop a step earlier or later.
+The probe is the regularised optimum (to ~1e-7 relative on CPU, where its Gram matrix is
+float32: 1 - cos ~1e-13), where today's lbfgs stops at ``tol=1e-4``, up to ~1e-3 away in
+cosine at n = 200, hidden = 8192, so train accuracies can differ from today's at points
+near the boundary. With ``row_norm`` scaling the probe's Gram matrix comes from the raw rows
+(the scaling is diagonal), so the features are never copied.
 
 Activations are upcast chunk by chunk of layers (working copies of about ``chunk_bytes``,
 counted at 8 bytes per value), so a bf16 input never needs a full float64 copy in memory.
@@ -39,12 +40,14 @@ counted at 8 bytes per value), so a bf16 input never needs a full float64 copy i
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import threadpoolctl
 import torch
 
 from trait_interp.extraction.methods import MethodSettings
@@ -53,7 +56,6 @@ from trait_interp.extraction.methods import MethodSettings
 _NORM_EPS = 1e-8
 _SD_FLOOR = 1e-6
 _GRADIENT_NORM_PENALTY = 0.01
-_GRADIENT_PATIENCE = 10  # consecutive sub-tolerance steps required to declare convergence
 _PROBE_SCALINGS = ("row_norm", "standardize")
 
 # torch.optim.Adam defaults, which the per-layer gradient method uses.
@@ -62,11 +64,8 @@ _ADAM_BETA2 = 0.999
 _ADAM_EPS = 1e-8
 
 _CHUNK_BYTES = 256 * 2**20  # float64 working copy of activations per layer chunk
-# CPU: torch runs an op inline (single-threaded, no OpenMP barrier) below this many elements
-# (ATen's at::internal::GRAIN_SIZE); the per-layer gradient loop's 1-D ops are all below it.
-_TORCH_GRAIN_SIZE = 32768
-_ADAM_CACHE_BYTES = 8 * 2**20  # single-threaded CPU: Adam state per block, about a last-level cache
-_ADAM_BYTES_PER_ELEMENT = 7 * 4 + 3 * 8  # seven float32 and three float64 [rows, hidden] tensors in _AdamState
+_ADAM_CACHE_BYTES = 8 * 2**20  # CPU: Adam state per block, about a last-level cache
+_ADAM_BYTES_PER_ELEMENT = 8 * 4  # eight float32 [rows, hidden] tensors in _AdamState
 
 # Newton for the probe: stop when the Newton decrement says ||w - w*|| <= _NEWTON_RTOL * ||w||.
 _NEWTON_RTOL = 1e-10
@@ -205,17 +204,20 @@ def _pca(
     top = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] largest s^2
     energy = torch.empty(n_layers, dtype=torch.float64, device=device)  # [L] sum of s^2
     for chunk in _layer_chunks(n_layers, 8 * n_pairs * hidden, chunk_bytes):
-        # The difference in float32, as the per-layer method takes it, written out as float64.
-        diffs = torch.empty(chunk.stop - chunk.start, n_pairs, hidden, dtype=torch.float64, device=device)
-        torch.sub(pos[chunk].to(torch.float32), neg[chunk].to(torch.float32), out=diffs)  # [l, n, hidden]
+        # The difference in float32, as the per-layer method takes it.
+        diffs = pos[chunk].to(torch.float32) - neg[chunk].to(torch.float32)  # [l, n, hidden]
         if n_pairs <= hidden:
-            gram = diffs @ diffs.mT  # [l, n, n]
+            # The n x n product in the features' precision (float32 on CPU: nearly all the time;
+            # the vector moves by ~1e-7), decomposed in float64.
+            diffs = diffs.to(_feature_dtype(device))
+            gram = (diffs @ diffs.mT).to(torch.float64)  # [l, n, n]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending: [l, n], [l, n, n]
             top_u = eigenvectors[:, :, -1]  # [l, n]
-            direction = (top_u.unsqueeze(1) @ diffs).squeeze(1)  # [l, hidden] = u^T D = s_1 v_1
+            direction = (top_u.to(diffs.dtype).unsqueeze(1) @ diffs).squeeze(1).to(torch.float64)  # [l, hidden] = s_1 v_1
             # mean(pos) - mean(neg) along it: 1^T D D^T u / n = s_1^2 sum(u) / n, so its sign is sum(u)'s.
             separation = top_u.sum(dim=-1)  # [l]
         else:
+            diffs = diffs.to(torch.float64)  # hidden < n: the hidden x hidden product is small
             gram = diffs.mT @ diffs  # [l, hidden, hidden]
             eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # [l, hidden], [l, hidden, hidden]
             direction = eigenvectors[:, :, -1]  # [l, hidden]
@@ -395,6 +397,32 @@ def _newton(
     """
     if (gram is None) == (features is None):
         raise ValueError("_newton needs exactly one of gram and features")
+    device = (gram if gram is not None else features).device
+    with _one_cpu_thread() if device.type == "cpu" else contextlib.nullcontext():
+        return _newton_loop(data, max_iter, layers, gram=gram, features=features)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread() -> Iterator[None]:
+    """Torch's and the BLAS libraries' thread pools at one thread, restored afterwards.
+
+    A batched factorisation of many small matrices (the probe's ``[L, n+1, n+1]`` Newton
+    systems) is 4-7x faster on one thread here: with two, each small LAPACK call is split
+    again (measured: 80 Cholesky factorisations of 200 x 200, 0.14 s on 2 threads, 0.021 s on one).
+    """
+    with threadpoolctl.threadpool_limits(1):
+        yield
+
+
+def _newton_loop(
+    data: _LogisticData,
+    max_iter: int,
+    layers: tuple[int, ...],
+    *,
+    gram: torch.Tensor | None,
+    features: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_newton``'s iteration (same arguments)."""
     dual = gram is not None
     source = gram if gram is not None else features
     n_layers, n = source.shape[0], source.shape[1]
@@ -473,6 +501,26 @@ def _chunk_features(
     return _probe_features(x, scaling)
 
 
+def _row_normalised_gram(pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram matrix of the row-normalised ``[pos; neg]`` rows, ``[l, n, n]``, and the row norms ``[l, n]`` (float64).
+
+    From three products of the raw rows (pos pos^T, pos neg^T, neg neg^T: the fourth block is
+    a transpose), a quarter fewer multiplications than one product of the stacked features.
+    The norms are ``||x|| + 1e-8``, as the per-layer probe divides by.
+    """
+    x_pos, x_neg = pos.to(_feature_dtype(pos.device)), neg.to(_feature_dtype(pos.device))  # [l, n_pos | n_neg, hidden]
+    n_pos = x_pos.shape[1]
+    norms = torch.cat([torch.linalg.vector_norm(x, dim=-1) for x in (x_pos, x_neg)], dim=1).to(torch.float64) + _NORM_EPS
+    gram = torch.empty(x_pos.shape[0], norms.shape[1], norms.shape[1], dtype=torch.float64, device=pos.device)
+    cross = (x_pos @ x_neg.mT).to(torch.float64)  # [l, n_pos, n_neg]
+    gram[:, :n_pos, :n_pos] = x_pos @ x_pos.mT
+    gram[:, :n_pos, n_pos:] = cross
+    gram[:, n_pos:, :n_pos] = cross.mT
+    gram[:, n_pos:, n_pos:] = x_neg @ x_neg.mT
+    gram /= norms.unsqueeze(-1) * norms.unsqueeze(-2)
+    return gram, norms
+
+
 def _probe(
     pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
 ) -> BatchResult:
@@ -481,8 +529,9 @@ def _probe(
     Same problem, scalings and back-mapping as ``trait_interp.methods.probe`` (see there for
     why ``standardize`` exists), solved to convergence instead of lbfgs's ``tol``.
     With ``n <= hidden``: one pass over the layer chunks for the Gram matrices, one Newton
-    iteration over all layers together (few, larger ops), one more pass that rebuilds each
-    chunk's features for ``w = X^T alpha`` (cheaper than keeping them all).
+    iteration over all layers together (few, larger ops, on one CPU thread), one more pass
+    for ``w = X^T alpha`` (with ``row_norm`` straight from the raw rows; with ``standardize``
+    each chunk's features are rebuilt, cheaper than keeping them all).
     """
     if settings.probe_scaling not in _PROBE_SCALINGS:
         raise ValueError(f"unknown probe_scaling '{settings.probe_scaling}'; available: {', '.join(_PROBE_SCALINGS)}")
@@ -499,7 +548,23 @@ def _probe(
         accuracy[chunk] = ((margins > 0) == (data.sign > 0)).to(torch.float64).mean(dim=-1)
         vectors[chunk] = w if sd is None else w / sd  # [l, hidden]
 
-    if n <= hidden:
+    if n <= hidden and settings.probe_scaling == "row_norm":
+        # Row scaling is diagonal, so the features' Gram matrix is the raw one scaled by the row
+        # norms, and w = X~^T alpha = P^T (alpha_p / r_p) + N^T (alpha_n / r_n): no feature copy.
+        gram = torch.empty(n_layers, n, n, dtype=torch.float64, device=pos.device)  # [L, n, n]
+        row_norms = torch.empty(n_layers, n, dtype=torch.float64, device=pos.device)  # [L, n]
+        for chunk in _layer_chunks(n_layers, 4 * n * hidden, chunk_bytes):
+            gram[chunk], row_norms[chunk] = _row_normalised_gram(pos[chunk], neg[chunk])
+        alpha, intercept = _newton(data, settings.probe_max_iter, layers, gram=gram)  # [L, n], [L]
+        margins = (gram @ alpha.unsqueeze(-1)).squeeze(-1) + intercept.unsqueeze(-1)  # [L, n]
+        # scikit-learn predicts the positive class where the decision function is > 0.
+        accuracy = ((margins > 0) == (data.sign > 0)).to(torch.float64).mean(dim=-1)
+        scaled = (alpha / row_norms).to(_feature_dtype(pos.device))  # [L, n]
+        for chunk in _layer_chunks(n_layers, 4 * n * hidden, chunk_bytes):
+            x_pos, x_neg = (x[chunk].to(_feature_dtype(pos.device)) for x in (pos, neg))
+            w = (scaled[chunk, None, :n_pos] @ x_pos).squeeze(1) + (scaled[chunk, None, n_pos:] @ x_neg).squeeze(1)
+            vectors[chunk] = w.to(torch.float64)  # [l, hidden]
+    elif n <= hidden:
         gram = torch.empty(n_layers, n, n, dtype=torch.float64, device=pos.device)  # [L, n, n]
         for chunk in chunks:
             features, _ = _chunk_features(pos, neg, chunk, settings.probe_scaling)
@@ -524,12 +589,12 @@ def _probe(
 def _gradient(
     pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layers: tuple[int, ...], chunk_bytes: int
 ) -> BatchResult:
-    """Adam on ``-(mean(pos @ w_hat) - mean(neg @ w_hat)) + 0.01 ||w||`` per layer, run to convergence.
+    """Adam on ``-(mean(pos @ w_hat) - mean(neg @ w_hat)) + 0.01 ||w||`` per layer, until stationary.
 
     The objective, start point (``N(0, I)`` from a CPU generator seeded ``seed + layer``),
     Adam settings and stopping rule are those of ``trait_interp.methods.gradient``. All
-    layers step together; a layer leaves the batch (and stops updating) once
-    ``1 - cos(w_t, w_{t-1}) < gradient_tolerance`` for 10 consecutive steps.
+    layers step together; a layer leaves the batch (and stops updating) once the sine of
+    the angle between ``w`` and its class-mean gap is below ``gradient_tolerance``.
     info: ``steps``, ``converged`` (1.0/0.0), ``final_separation``.
     """
     gap = _class_mean_gap(pos, neg, chunk_bytes)  # [L, hidden] float32
@@ -554,34 +619,37 @@ def _gradient(
 def _adam_blocks(n_layers: int, hidden: int, device: torch.device) -> list[slice]:
     """Layer blocks that step together.
 
-    On a GPU one block of all layers (the loop is launch-bound). On CPU with several torch
-    threads, blocks small enough that every op runs inline, one Python thread per torch
-    thread (``_map_blocks``): thousands of steps of ~20 small ops each make OpenMP's per-op
-    barriers the bottleneck, and on a machine whose cores are busy with other work a barrier
-    waits for a descheduled thread (measured at load ~7: 12 layers x 400 steps x 8192 took
-    45 s in 18-row OpenMP blocks, 1.7 s in 3-row blocks on two Python threads). With one
-    torch thread every op is inline anyway, so blocks are sized to stay in cache instead.
+    On a GPU one block of all layers (the loop is launch-bound). On CPU the blocks run on
+    one Python thread per torch thread with torch's own pool at one thread (``_map_blocks``),
+    two blocks per thread so that a block whose layers need many more steps than the rest
+    leaves the others to finish, each block at most about a last-level cache. Hundreds of
+    steps of ~15 ops each make per-op overheads the bottleneck: multi-threaded ops wait at
+    OpenMP barriers (on a busy machine for a descheduled thread), and blocks of a few rows
+    pay the Python dispatch. Measured, 80 layers x 200 steps x 8192 at load ~2.5: 3-row
+    blocks with inline ops 1.42 s, 20-row blocks on one-thread pools 0.74 s.
     """
     if device.type != "cpu":
         size = n_layers
-    elif torch.get_num_threads() == 1:
-        size = max(1, _ADAM_CACHE_BYTES // (_ADAM_BYTES_PER_ELEMENT * hidden))
     else:
-        size = max(1, (_TORCH_GRAIN_SIZE - 1) // hidden)
+        cache_rows = max(1, _ADAM_CACHE_BYTES // (_ADAM_BYTES_PER_ELEMENT * hidden))
+        size = max(1, min(cache_rows, -(-n_layers // (2 * torch.get_num_threads()))))
     return [slice(begin, min(begin + size, n_layers)) for begin in range(0, n_layers, size)]
 
 
 def _map_blocks(fn: Callable[[slice], _T], blocks: list[slice], device: torch.device) -> list[_T]:
     """``fn`` over the blocks; on CPU spread over ``torch.get_num_threads()`` Python threads.
 
-    The blocks' ops run inline (see ``_adam_blocks``) and torch releases the GIL inside them,
-    so the threads use the cores without any barrier between them.
+    Each thread's ops run inline (torch's and the BLAS pools at one thread for the duration)
+    and torch releases the GIL inside them, so the threads use the cores without barriers.
     """
-    workers = min(torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
-    if workers <= 1:
+    if device.type != "cpu":
         return [fn(block) for block in blocks]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, blocks))
+    workers = min(torch.get_num_threads(), len(blocks))
+    with _one_cpu_thread():
+        if workers <= 1:
+            return [fn(block) for block in blocks]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, blocks))
 
 
 @dataclass
@@ -589,33 +657,25 @@ class _AdamState:
     """Adam state of the active rows plus preallocated work buffers (all ``[a, hidden]`` unless noted)."""
 
     w: torch.Tensor
+    gap: torch.Tensor  # g, the class-mean gap
     neg_gap: torch.Tensor  # -g: the gradient's first term is (-g) / s
+    gap_norm: torch.Tensor  # [a] ||g|| (float64)
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
-    previous: torch.Tensor  # float64 w_{t-1} (unnormalised)
-    previous_norm: torch.Tensor  # [a] float64
-    calm: torch.Tensor  # [a] int64: consecutive sub-tolerance steps
     norm: torch.Tensor  # [a, 1]
     unit: torch.Tensor
     work: torch.Tensor
     grad: torch.Tensor
-    current: torch.Tensor  # float64
-    product: torch.Tensor  # float64
 
     @classmethod
     def start(cls, gap: torch.Tensor, w: torch.Tensor) -> _AdamState:
-        w = w.clone()
-        # The per-layer loop compares the first step with the start point normalised in float32
-        # and takes that as unit; later iterates it normalises in float64.
-        previous = (w / torch.linalg.vector_norm(w, dim=-1, keepdim=True)).to(torch.float64)
         return cls._with_buffers(
-            w=w,
+            w=w.clone(),
+            gap=gap,
             neg_gap=-gap,
+            gap_norm=torch.linalg.vector_norm(gap, dim=-1).to(torch.float64),
             exp_avg=torch.zeros_like(w),
             exp_avg_sq=torch.zeros_like(w),
-            previous=previous,
-            previous_norm=torch.ones(w.shape[0], dtype=torch.float64, device=w.device),
-            calm=torch.zeros(w.shape[0], dtype=torch.int64, device=w.device),
         )
 
     @classmethod
@@ -627,24 +687,31 @@ class _AdamState:
             unit=torch.empty_like(w),
             work=torch.empty_like(w),
             grad=torch.empty_like(w),
-            current=torch.empty_like(w, dtype=torch.float64),
-            product=torch.empty_like(w, dtype=torch.float64),
         )
 
     def keep(self, rows: torch.Tensor) -> _AdamState:
         """The state restricted to ``rows`` (a boolean mask over the active rows)."""
-        names = ("w", "neg_gap", "exp_avg", "exp_avg_sq", "previous", "previous_norm", "calm")
+        names = ("w", "gap", "neg_gap", "gap_norm", "exp_avg", "exp_avg_sq")
         return _AdamState._with_buffers(**{name: getattr(self, name)[rows] for name in names})
 
-    def step(self, step: int, lr: float) -> torch.Tensor:
-        """One Adam step on every active row; returns ``1 - cos(w_t, w_{t-1})`` per row ``[a]`` (float64).
+    def sine(self) -> torch.Tensor:
+        """``sin`` of the angle between each row's ``w`` and its gap, ``[a]`` float64 (0 where the gap is 0).
+
+        Leaves ``norm`` (``||w||``) and ``unit`` (``w / ||w||``) set for the next ``step``.
+        """
+        torch.linalg.vector_norm(self.w, dim=-1, keepdim=True, out=self.norm)  # [a, 1] s
+        torch.div(self.w, self.norm, out=self.unit)  # w / s
+        along = torch.mul(self.gap, self.unit, out=self.work).sum(dim=-1).to(torch.float64)  # [a] g . w_hat
+        cosine = torch.where(self.gap_norm > 0, along / self.gap_norm.clamp_min(1e-300), torch.ones_like(along))
+        return (1.0 - cosine * cosine).clamp_min(0.0).sqrt()
+
+    def step(self, step: int, lr: float) -> None:
+        """One Adam step on every active row (``sine`` must have set ``norm`` and ``unit`` for this ``w``).
 
         Every float32 operation is the one the per-layer loop performs (autograd's gradient of
         ``-(g . w / s) + 0.01 s``, then torch's single-tensor Adam), in buffers reused across steps.
         """
         w, norm, unit, work, grad = self.w, self.norm, self.unit, self.work, self.grad
-        torch.linalg.vector_norm(w, dim=-1, keepdim=True, out=norm)  # [a, 1] s
-        torch.div(w, norm, out=unit)  # w / s
         # sum(g * ((w / s) / s)), as minus the sum of (-g) * ((w / s) / s): negation is exact.
         torch.div(unit, norm, out=work).mul_(self.neg_gap)
         inner = -work.sum(dim=-1, keepdim=True)  # [a, 1]
@@ -657,53 +724,43 @@ class _AdamState:
         denom = torch.sqrt(self.exp_avg_sq, out=work).div_((1 - _ADAM_BETA2**step) ** 0.5).add_(_ADAM_EPS)
         w.addcdiv_(self.exp_avg, denom, value=-step_size)
 
-        current = self.current.copy_(w)  # float64
-        current_norm = torch.linalg.vector_norm(current, dim=-1)  # [a]
-        dot = torch.mul(current, self.previous, out=self.product).sum(dim=-1)  # [a]
-        change = 1.0 - dot / (current_norm * self.previous_norm)
-        self.current, self.previous, self.previous_norm = self.previous, current, current_norm
-        return change
-
 
 def _adam_to_convergence(
     gap: torch.Tensor, start: torch.Tensor, settings: MethodSettings
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched ``torch.optim.Adam`` from ``start [b, hidden]``, float32 op for op as the per-layer loop.
 
-    Adam near this optimum keeps oscillating (the norm penalty keeps shrinking ``||w||``, so
-    Adam's per-coordinate steps grow relative to it), and where it does not converge within
-    ``gradient_max_steps`` the last iterate is sensitive to the last bit of every step. So the
-    loss gradient is written exactly as autograd evaluates it for the per-layer loss
+    The loss gradient is written exactly as autograd evaluates it for the per-layer loss
     ``-(g . w / s) + 0.01 s`` (``s = ||w||``): ``(-g) / s + (w / s) * (0.01 + sum(g * ((w / s) / s)))``,
     and the Adam update is torch's single-tensor formula. Row-wise norms and sums over the
     last dimension give the same bits as torch's 1-D reductions on CPU, so on CPU every
-    layer follows the per-layer trajectory bit for bit. The convergence test,
-    ``1 - cos(w_t, w_{t-1})`` in float64, may differ from the per-layer BLAS dot by ~1e-16.
+    layer follows the per-layer trajectory bit for bit. The stationarity test may differ
+    from the per-layer 1-D dot in its last bits, which matters only for a layer whose sine
+    lands within rounding of the tolerance.
     Returns the final ``w [b, hidden]``, ``steps [b]`` and ``converged [b]`` (float64, CPU).
     """
     n_rows = gap.shape[0]
-    final = start.clone()  # what is left after gradient_max_steps = 0
+    final = start.clone()
     steps = torch.zeros(n_rows, dtype=torch.float64)
     converged = torch.zeros(n_rows, dtype=torch.float64)
 
     state = _AdamState.start(gap, start)
     rows = torch.arange(n_rows)  # [a] original row of each active row (CPU)
-    for step in range(1, settings.gradient_max_steps + 1):
-        change = state.step(step, settings.gradient_lr)  # [a]
-        state.calm = torch.where(change < settings.gradient_tolerance, state.calm + 1, torch.zeros_like(state.calm))
-        stop = state.calm >= _GRADIENT_PATIENCE  # [a]
-        if step == settings.gradient_max_steps:
-            stop = torch.ones_like(stop)
+    for step in range(0, settings.gradient_max_steps + 1):
+        stationary = state.sine() < settings.gradient_tolerance  # [a]
+        stop = stationary if step < settings.gradient_max_steps else torch.ones_like(stationary)
         if bool(stop.any()):
             stop_cpu = stop.cpu()
             done_rows = rows[stop_cpu]
             final[done_rows.to(state.w.device)] = state.w[stop]
             steps[done_rows] = float(step)
-            converged[done_rows] = (state.calm[stop] >= _GRADIENT_PATIENCE).to("cpu", torch.float64)
+            converged[done_rows] = stationary[stop].to("cpu", torch.float64)
             if bool(stop_cpu.all()):
                 break
             state = state.keep(~stop)
             rows = rows[~stop_cpu]
+            state.sine()  # norm and unit of the rows left
+        state.step(step + 1, settings.gradient_lr)
     return final, steps, converged
 
 

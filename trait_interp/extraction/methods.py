@@ -19,7 +19,6 @@ from sklearn.linear_model import LogisticRegression
 _NORM_EPS = 1e-8
 _SD_FLOOR = 1e-6
 _GRADIENT_NORM_PENALTY = 0.01
-_GRADIENT_PATIENCE = 10  # consecutive sub-tolerance steps required to declare convergence
 _PROBE_SCALINGS = ("row_norm", "standardize")
 
 
@@ -31,7 +30,7 @@ class MethodSettings:
     probe_max_iter: int = 1000
     gradient_lr: float = 0.05
     gradient_max_steps: int = 5000
-    gradient_tolerance: float = 1e-7  # stop when 1 - cos(w_t, w_{t-1}) < tol
+    gradient_tolerance: float = 0.02  # stop when sin(angle(w, class-mean gap)) < tol: first-order stationary
 
 
 @dataclass(frozen=True)
@@ -123,48 +122,47 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layer:
 
 
 def gradient(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layer: int) -> MethodResult:
-    """Direction found by Adam on the reference objective, run to convergence.
+    """Direction found by Adam on the reference objective, run until it is stationary.
 
     Minimises ``-(mean(pos @ w_hat) - mean(neg @ w_hat)) + 0.01 * ||w||`` with
     ``w_hat = w / ||w||``. The separation term depends only on the direction and is
     maximised by the mean-difference direction, so that is this method's optimum; the
     norm penalty only shrinks ``||w||``. The reference ran an unseeded 100 steps, which
     gave a noisy, run-dependent partial copy of mean_diff. Here the initial ``w ~ N(0, I)``
-    comes from a generator seeded with ``seed + layer`` and optimisation continues until
-    ``1 - cos(w_hat_t, w_hat_{t-1}) < gradient_tolerance`` for 10 consecutive steps (or
-    ``gradient_max_steps``), so the result is deterministic and converged.
+    comes from a generator seeded with ``seed + layer``, and Adam steps until the direction
+    is first-order stationary: the separation's gradient on the unit sphere,
+    ``g - (g . w_hat) w_hat`` with ``g`` the class-mean gap, has norm ``||g|| sin(angle)``,
+    and the loop stops once ``sin(angle) < gradient_tolerance`` (or after
+    ``gradient_max_steps``). A test on the iterates' own movement cannot stop it: the norm
+    penalty keeps shrinking ``||w||``, so Adam's fixed-size per-coordinate steps keep the
+    direction oscillating around the optimum (at d = 8192 it never settles in 5000 steps).
     info: ``steps``, ``converged`` (1.0/0.0), ``final_separation`` (train mean-projection gap).
     """
     pos, neg = _prepare(pos, neg)
     # mean(pos @ w_hat) == mean(pos) @ w_hat, so the class means are all the objective needs.
     mean_gap = pos.mean(dim=0) - neg.mean(dim=0)  # [hidden]
+    gap_norm = float(torch.linalg.vector_norm(mean_gap))
 
     generator = torch.Generator().manual_seed(settings.seed + layer)
     w = torch.randn(mean_gap.shape[0], generator=generator, dtype=torch.float32)  # [hidden]
     w.requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=settings.gradient_lr)
 
-    previous = (w.detach() / w.detach().norm()).to(torch.float64)  # [hidden]
-    calm_steps = 0
     steps = 0
     converged = False
-    while steps < settings.gradient_max_steps:
+    while True:
         optimizer.zero_grad()
         norm = torch.linalg.vector_norm(w)
-        loss = -(mean_gap @ (w / norm)) + _GRADIENT_NORM_PENALTY * norm
+        along = mean_gap @ (w / norm)  # the separation, g . w_hat
+        if gradient_sine(float(along.detach()), gap_norm) < settings.gradient_tolerance:
+            converged = True
+            break
+        if steps >= settings.gradient_max_steps:
+            break
+        loss = -along + _GRADIENT_NORM_PENALTY * norm
         loss.backward()
         optimizer.step()
         steps += 1
-        with torch.no_grad():
-            # float64 cosine: 1e-7 is at the edge of float32 resolution.
-            current = w.detach().to(torch.float64)
-            current = current / current.norm()  # [hidden]
-            change = 1.0 - float(current @ previous)
-            previous = current
-        calm_steps = calm_steps + 1 if change < settings.gradient_tolerance else 0
-        if calm_steps >= _GRADIENT_PATIENCE:
-            converged = True
-            break
 
     vector = _unit(w.detach(), "gradient")
     separation = float(mean_gap @ vector)
@@ -172,6 +170,17 @@ def gradient(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, lay
         vector=vector,
         info={"steps": float(steps), "converged": 1.0 if converged else 0.0, "final_separation": separation},
     )
+
+
+def gradient_sine(separation: float, gap_norm: float) -> float:
+    """``sin`` of the angle between ``w`` and the class-mean gap, from ``g . w_hat`` and ``||g||``.
+
+    The gradient method's stationarity measure (0 when the gap is zero: every direction is optimal).
+    """
+    if gap_norm == 0.0:
+        return 0.0
+    cosine = separation / gap_norm
+    return max(0.0, 1.0 - cosine * cosine) ** 0.5
 
 
 def pca(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layer: int) -> MethodResult:

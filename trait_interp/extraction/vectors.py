@@ -1,8 +1,13 @@
-"""Self-describing vector files: ``[n_layers, hidden]`` float32 unit vectors + a JSON sidecar.
+"""Self-describing vector files: ``[n_layers, hidden]`` unit vectors + a JSON sidecar.
 
 One file per (variant, trait, position, site, method): ``<method>.safetensors`` holds ``vectors``
 and ``layers`` (the layer index of each row); ``<method>.json`` holds the provenance and the
 per-layer train metrics and mean activation norms (for coefficient scaling when steering).
+
+Vectors are stored in the dtype the activations were stored in (``extraction.store_dtype``: the
+model's compute dtype, bf16 on a real model, as the reference system stores its vectors; float32
+when asked, and on the float32 toy). They are computed in float32 and read back as float32 unit
+rows (a bf16 row is re-normalised after upcasting: rounding moves its norm by ~1e-3).
 """
 
 from __future__ import annotations
@@ -63,11 +68,12 @@ def vector_paths(directory: Path, site: str, method: str) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def save_vectors(directory: Path, vector_set: VectorSet) -> None:
+def save_vectors(directory: Path, vector_set: VectorSet, dtype: torch.dtype = torch.float32) -> None:
+    """Write the vectors as ``dtype`` (the stored activations' dtype) and the sidecar."""
     meta = vector_set.metadata
     tensor_path, json_path = vector_paths(directory, meta.site, meta.method)
     tensors = {
-        "vectors": vector_set.vectors.float().contiguous(),
+        "vectors": vector_set.vectors.float().to(dtype).contiguous(),
         "layers": torch.tensor(meta.layers, dtype=torch.int64),
     }
     # no safetensors header metadata: its key order is not stable across processes, which would
@@ -90,4 +96,8 @@ def load_vectors(directory: Path, site: str, method: str) -> VectorSet:
         ) from None
     if tensors["layers"].tolist() != meta.layers:
         raise UserInputError(f"{tensor_path}: layers do not match its sidecar {json_path}")
-    return VectorSet(vectors=tensors["vectors"], metadata=meta)
+    vectors = tensors["vectors"]
+    if vectors.dtype != torch.float32:  # stored in the compute dtype: unit rows again in float32
+        vectors = vectors.float()
+        vectors = vectors / torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(1e-12)
+    return VectorSet(vectors=vectors, metadata=meta)
