@@ -88,12 +88,39 @@ def toy_model(base_tokenizer):
 @pytest.fixture(scope="session")
 def reproduced_toy(tmp_path_factory) -> tuple[Path, str]:
     """The reduced toy project after one `dvc repro` (see tests/toy_project.py), and repro's output.
-    Read-only: take a copy with ``toy_project.copy_project`` before changing anything."""
+    Read-only: take a copy with ``toy_project.copy_project`` before changing anything.
+
+    Built once per test run: under pytest-xdist (scripts/test.sh runs the suite on every core) the
+    first worker that needs it builds it in the run's shared temp folder while holding a lock, and
+    the others wait for it and read it (a repro costs minutes)."""
     from tests.toy_project import reproduce
 
-    root = tmp_path_factory.mktemp("toy-reproduced") / "project"
-    root.mkdir()
-    return root, reproduce(REPO, root)
+    return _built_once(tmp_path_factory, "toy-reproduced", lambda root: reproduce(REPO, root))
+
+
+def _built_once(tmp_path_factory, name: str, build) -> tuple[Path, str]:
+    """``build(root)`` (returns text) once per run, shared by the xdist workers through a file lock."""
+    import fcntl
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: the session fixture is enough
+        root = tmp_path_factory.mktemp(name) / "project"
+        root.mkdir()
+        return root, build(root)
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above every worker's own
+    root, done = shared / name / "project", shared / name / "built.txt"
+    (shared / name).mkdir(exist_ok=True)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            if root.exists():  # a worker that failed half-way: start again
+                import shutil
+
+                shutil.rmtree(root)
+            root.mkdir()
+            text = build(root)
+            done.write_text(text, encoding="utf-8")
+        return root, done.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -121,33 +121,28 @@ def test_second_repro_runs_nothing(project):
     assert "is cached" not in again  # nothing restored either: all up to date
 
 
-def test_editing_one_trait_reruns_only_that_trait(project):
+def test_editing_one_trait_and_adding_another_reruns_only_those_traits(project):
+    """One repro after two changes (each a repro of minutes on its own): one trait's dataset edited and
+    a new trait added. Exactly those two traits' stages run, plus the stages that read every trait;
+    the third, untouched trait runs nothing."""
     positive = project / "datasets/traits/tone/formality/positive.txt"
-    original = positive.read_text()
-    try:
-        positive.write_text(original.replace("\n", " Indeed.\n", 1))
-        ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == VALIDATE | {f"{s}@tone/formality" for s in PER_TRAIT} | PROJECTION_AND_AFTER
-    finally:
-        positive.write_text(original)
-        _run(["dvc", "repro"], project)  # back to the committed state (restored from the run cache)
-
-
-def test_adding_a_trait_adds_only_its_stages(project):
     params_file = project / "params.yaml"
     original = params_file.read_text()
     try:
+        positive.write_text(positive.read_text().replace("\n", " Indeed.\n", 1))
         params = yaml.safe_load(original)
         params["traits"].append("emotion/optimism")
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         ran = _run(["dvc", "repro"], project)
-        assert _stages_run(ran) == VALIDATE | {f"{s}@emotion/optimism" for s in PER_TRAIT} | PROJECTION_AND_AFTER
+        changed = ("tone/formality", "emotion/optimism")
+        assert _stages_run(ran) == VALIDATE | {f"{s}@{t}" for s in PER_TRAIT for t in changed} | PROJECTION_AND_AFTER
+        assert not {s for s in _stages_run(ran) if s.endswith("@behavior/refusal")}
     finally:
-        params_file.write_text(original)
         _run(["git", "checkout", "--", "."], project)
         for stale in project.glob("experiments/toy/*/*/emotion"):  # outputs of the trait that was added
             shutil.rmtree(stale)
         _run(["dvc", "checkout", "--force"], project)
+    assert _stages_run(_run(["dvc", "repro"], project)) <= VALIDATE  # back to the committed state
 
 
 HEADLINE = ("vector", "layer", "val_acc", "steered", "delta", "coherence", "coherent")

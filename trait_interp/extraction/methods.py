@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 _NORM_EPS = 1e-8
 _SD_FLOOR = 1e-6
@@ -107,6 +106,8 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layer:
         back_scale = sd
 
     # penalty= is deprecated in recent sklearn; the default (l1_ratio=0) is a pure L2 penalty.
+    from sklearn.linear_model import LogisticRegression  # 1.3 s to import: only this per-layer reference needs it
+
     classifier = LogisticRegression(
         C=settings.probe_c,
         solver="lbfgs",
