@@ -90,24 +90,24 @@ def reproduced_toy(tmp_path_factory) -> tuple[Path, str]:
     """The reduced toy project after one `dvc repro` (see tests/toy_project.py), and repro's output.
     Read-only: take a copy with ``toy_project.copy_project`` before changing anything.
 
-    Built once per test run: under pytest-xdist (scripts/test.sh runs the suite on every core) the
-    first worker that needs it builds it in the run's shared temp folder while holding a lock, and
-    the others wait for it and read it (a repro costs minutes)."""
+    Built once per test run: scripts/test.sh runs two pytest processes side by side and names a
+    shared folder (``TRAIT_INTERP_TEST_SHARED``); the first that needs the project builds it there
+    while holding a lock, and the other waits for it and reads it (a repro costs minutes)."""
     from tests.toy_project import reproduce
 
     return _built_once(tmp_path_factory, "toy-reproduced", lambda root: reproduce(REPO, root))
 
 
 def _built_once(tmp_path_factory, name: str, build) -> tuple[Path, str]:
-    """``build(root)`` (returns text) once per run, shared by the xdist workers through a file lock."""
+    """``build(root)`` (returns text) once per run, shared by the test processes through a file lock."""
     import fcntl
     import os
 
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: the session fixture is enough
+    if not os.environ.get("TRAIT_INTERP_TEST_SHARED"):  # one process: the session fixture is enough
         root = tmp_path_factory.mktemp(name) / "project"
         root.mkdir()
         return root, build(root)
-    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above every worker's own
+    shared = Path(os.environ["TRAIT_INTERP_TEST_SHARED"])
     root, done = shared / name / "project", shared / name / "built.txt"
     (shared / name).mkdir(exist_ok=True)
     with open(shared / f"{name}.lock", "w") as lock:
@@ -132,3 +132,58 @@ def built_hub(tmp_path_factory):
 
     with no_network():
         return build_fake_hub(tmp_path_factory.mktemp("fake-hub") / "hub")
+
+
+# --- two shards side by side (scripts/test.sh) ---------------------------------------------------
+# Most of the suite's time is a few tests that each run `dvc repro` on a project (minutes each).
+# scripts/test.sh runs `pytest --shard 0/2` and `pytest --shard 1/2` at once, one per core. Each shard
+# runs, in this order, the long tests placed here by hand (measured: docs/testing.md), then its share
+# of the rest, whole modules, split by test count. Shard 0 starts with the tests that build the
+# shared reduced toy project, so it is ready when shard 1's remote tests need it.
+_HEAVY_SHARDS: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("tests/pipeline/test_dvc_pipeline.py", "tests/dashboard/test_browser.py",
+     "tests/pipeline/test_real_models.py::test_gemma_2_2b_by_params_alone"),
+    ("tests/pipeline/test_real_models.py::test_llama_70b_rm_sycophancy_by_params_alone",
+     "tests/toy/test_world_trained.py", "tests/pipeline/test_remote.py"),
+)
+_LIGHT_SHARE_OF_SHARD_0 = 0.25  # shard 0's long tests take longer: it gets a quarter of the rest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", default=None, metavar="K/2",
+                     help="run only shard K (0 or 1) of the suite's two (scripts/test.sh runs both side by side)")
+
+
+def _heavy_place(nodeid: str) -> tuple[int, int] | None:
+    for shard, prefixes in enumerate(_HEAVY_SHARDS):
+        for rank, prefix in enumerate(prefixes):
+            if nodeid == prefix or nodeid.startswith(prefix + "::"):
+                return shard, rank
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--shard K/2``: keep shard K's tests (long ones first), deselect the others."""
+    option = config.getoption("--shard")
+    if option is None:
+        return
+    if option not in ("0/2", "1/2"):
+        raise pytest.UsageError(f"--shard {option}: use 0/2 or 1/2")
+    wanted = int(option[0])
+    light = [item for item in items if _heavy_place(item.nodeid) is None]
+    modules = sorted({item.nodeid.split("::")[0] for item in light})
+    counts = {m: sum(1 for item in light if item.nodeid.split("::")[0] == m) for m in modules}
+    light_shard, seen = {}, 0
+    for module in modules:  # whole modules, in order, until shard 0 holds its share of the light tests
+        light_shard[module] = 0 if seen < _LIGHT_SHARE_OF_SHARD_0 * len(light) else 1
+        seen += counts[module]
+    order, kept, dropped = {}, [], []
+    for index, item in enumerate(items):
+        place = _heavy_place(item.nodeid)
+        shard = place[0] if place else light_shard[item.nodeid.split("::")[0]]
+        (kept if shard == wanted else dropped).append(item)
+        order[item.nodeid] = (place[1] if place else len(_HEAVY_SHARDS[shard]), index)
+    kept.sort(key=lambda item: order[item.nodeid])
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept

@@ -125,11 +125,8 @@ def test_gemma_2_2b_by_params_alone(built_hub, judge, tmp_path):
     using = stages_using(root, "gemma-2-2b-it")
     assert using and not using & {f"{s}@{t}" for s in EXTRACTION for t in TRAITS}
     assert set(status) - {"resolve_models@hub"} == using
-    ran = stages_run(run(["dvc", "repro"], root, env=env)) - {"resolve_models@hub"}
-    assert using <= ran
-    # and what reads their outputs without loading a model: the sweep's predictors, the correlation of
-    # the re-projected answers, the report; never the base model's extraction
-    assert ran - using <= {"report", "steering_predictors", "trait_correlation@mixed_requests"}, ran - using
+    # (the repro that would follow re-runs those stages and the model-free readers of their outputs:
+    # minutes on this CPU for what `dvc status` has shown, so it is left out of the suite)
 
 
 def _status(root: Path, env: dict[str, str]) -> dict:
