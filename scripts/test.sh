@@ -13,10 +13,14 @@ shared=$(mktemp -d -t trait-interp-tests-XXXXXX)
 trap 'rm -rf "$shared"' EXIT
 export TRAIT_INTERP_TEST_SHARED="$shared/shared"  # the reduced toy project, built once for both
 mkdir -p "$TRAIT_INTERP_TEST_SHARED"
+# one thread each (torch, OpenMP, BLAS), for the shards and the stage processes they start: two processes
+# on two cores; with two threads each, tiny models spend their time in thread barriers (measured: a
+# module of stage tests, two copies side by side, 73 s each with 2 threads, 49 s with 1)
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 pids=()
 for shard in 0 1; do
   ( set -o pipefail
-    .venv/bin/python -m pytest -q -p no:cacheprovider --shard "$shard/2" --basetemp "$shared/shard$shard" 2>&1 |
+    PYTHONUNBUFFERED=1 .venv/bin/python -m pytest -q -p no:cacheprovider --shard "$shard/2" --basetemp "$shared/shard$shard" 2>&1 |
       sed -u "s/^/[shard $shard] /" ) &
   pids+=("$!")
 done
