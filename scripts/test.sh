@@ -20,7 +20,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 pids=()
 for shard in 0 1; do
   ( set -o pipefail
-    PYTHONUNBUFFERED=1 .venv/bin/python -m pytest -q -p no:cacheprovider --shard "$shard/2" --basetemp "$shared/shard$shard" 2>&1 |
+    # one line per test (-v): a dots line would reach the prefixing sed only once it is full
+    PYTHONUNBUFFERED=1 .venv/bin/python -m pytest -v --durations=12 -p no:cacheprovider --shard "$shard/2" --basetemp "$shared/shard$shard" 2>&1 |
       sed -u "s/^/[shard $shard] /" ) &
   pids+=("$!")
 done

@@ -282,9 +282,10 @@ def test_gradient_in_several_cpu_blocks() -> None:
         assert len(batched._adam_blocks(len(stack.layers), 12_000, torch.device("cpu"))) == 3
         vectors, info = _extract(stack, "gradient", settings)
         assert torch.get_num_threads() == 2  # the one-thread pools are restored
+        per_layer = _per_layer(stack, "gradient", settings)  # its final dot on as many threads as the batched one
     finally:
         torch.set_num_threads(previous)
-    for i, result in enumerate(_per_layer(stack, "gradient", settings)):
+    for i, result in enumerate(per_layer):
         assert torch.equal(vectors[i], result.vector)
         assert info[str(stack.layers[i])] == result.info
 
