@@ -681,17 +681,14 @@ class _AdamState:
     @classmethod
     def _with_buffers(cls, **tensors: torch.Tensor) -> _AdamState:
         w = tensors["w"]
-        return cls(
-            **tensors,
-            norm=torch.empty(w.shape[0], 1, dtype=w.dtype, device=w.device),
-            unit=torch.empty_like(w),
-            work=torch.empty_like(w),
-            grad=torch.empty_like(w),
-        )
+        tensors.setdefault("norm", torch.empty(w.shape[0], 1, dtype=w.dtype, device=w.device))
+        tensors.setdefault("unit", torch.empty_like(w))
+        return cls(**tensors, work=torch.empty_like(w), grad=torch.empty_like(w))
 
     def keep(self, rows: torch.Tensor) -> _AdamState:
-        """The state restricted to ``rows`` (a boolean mask over the active rows)."""
-        names = ("w", "gap", "neg_gap", "gap_norm", "exp_avg", "exp_avg_sq")
+        """The state restricted to ``rows`` (a boolean mask over the active rows), ``sine``'s
+        ``norm`` and ``unit`` of this ``w`` included (row-wise: the rows' own values)."""
+        names = ("w", "gap", "neg_gap", "gap_norm", "exp_avg", "exp_avg_sq", "norm", "unit")
         return _AdamState._with_buffers(**{name: getattr(self, name)[rows] for name in names})
 
     def sine(self) -> torch.Tensor:
@@ -759,7 +756,6 @@ def _adam_to_convergence(
                 break
             state = state.keep(~stop)
             rows = rows[~stop_cpu]
-            state.sine()  # norm and unit of the rows left
         state.step(step + 1, settings.gradient_lr)
     return final, steps, converged
 
