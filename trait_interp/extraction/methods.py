@@ -106,7 +106,8 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, settings: MethodSettings, layer:
         back_scale = sd
 
     # penalty= is deprecated in recent sklearn; the default (l1_ratio=0) is a pure L2 penalty.
-    from sklearn.linear_model import LogisticRegression  # 1.3 s to import: only this per-layer reference needs it
+    # imported here: 1.3 s to import, and only this per-layer reference needs it
+    from sklearn.linear_model import LogisticRegression
 
     classifier = LogisticRegression(
         C=settings.probe_c,
