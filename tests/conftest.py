@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -170,12 +171,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if option not in ("0/2", "1/2"):
         raise pytest.UsageError(f"--shard {option}: use 0/2 or 1/2")
     wanted = int(option[0])
-    light = [item for item in items if _heavy_place(item.nodeid) is None]
-    modules = sorted({item.nodeid.split("::")[0] for item in light})
-    counts = {m: sum(1 for item in light if item.nodeid.split("::")[0] == m) for m in modules}
+    counts = Counter(item.nodeid.split("::")[0] for item in items if _heavy_place(item.nodeid) is None)
     light_shard, seen = {}, 0
-    for module in modules:  # whole modules, in order, until shard 0 holds its share of the light tests
-        light_shard[module] = 0 if seen < _LIGHT_SHARE_OF_SHARD_0 * len(light) else 1
+    for module in sorted(counts):  # whole modules, in order, until shard 0 holds its share of the light tests
+        light_shard[module] = 0 if seen < _LIGHT_SHARE_OF_SHARD_0 * counts.total() else 1
         seen += counts[module]
     order, kept, dropped = {}, [], []
     for index, item in enumerate(items):
