@@ -163,6 +163,25 @@ def test_probe_after_set_num_threads() -> None:
         torch.set_num_threads(previous)
 
 
+def test_probe_newton_blocks_match_one_block() -> None:
+    """On CPU the Newton iteration runs one block of layers per torch thread (each block on its
+    own Python thread); every layer must come out bit for bit as in one block of all layers."""
+    stack = _stack(40, 30, 300, (0.2, 0.5, 0.9, 1.4, 2.0), seed=29)
+    previous = torch.get_num_threads()
+    try:
+        for scaling in ("row_norm", "standardize"):
+            settings = methods.MethodSettings(probe_scaling=scaling)
+            torch.set_num_threads(1)
+            one_vectors, one_info = _extract(stack, "probe", settings)
+            torch.set_num_threads(2)
+            two_vectors, two_info = _extract(stack, "probe", settings)
+            assert torch.get_num_threads() == 2  # the one-thread pools are restored
+            assert torch.equal(one_vectors, two_vectors)
+            assert one_info == two_info
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_probe_matches_todays_method_on_separable_data() -> None:
     """Against ``trait_interp.extraction.methods.probe`` itself (lbfgs at tol 1e-4): vectors and train accuracy."""
     stack = _stack(30, 30, 256, (0.5, 1.5), seed=5)
