@@ -14,9 +14,12 @@ The 70B shape: 80 layers, hidden 8192, k_proj/v_proj 1024 wide (8 KV heads x 128
   layer, trait, method, site), so per trait ``prompts x tokens x monitored layers`` rows, plus the
   dynamics table; bytes per row are measured (Parquet compresses), not derived.
 
-Against the reference layout: bf16 residual activations (300 examples: 300 x 80 x 8192 x 2 bytes)
-and its bf16 vectors (per method 80 x 8192 x 2 bytes; its per-layer ``.pt`` overhead and its
-per-prompt projection JSON are not counted, which favours the reference). The
+Against the reference layout (design/reference-system.md), in two forms: its payload alone (bf16
+residual activations, 300 x 80 x 8192 x 2 bytes, and bf16 vectors, per method 80 x 8192 x 2 bytes),
+which favours it; and its files as it writes them, measured: ``train_all_layers.pt`` (torch.save of
+the bf16 tensor) with its metadata.json, one ``layer{L}.pt`` per method and layer (torch.save of a 1-D
+bf16 tensor) with one metadata.json per method, and one projection JSON per prompt and trait
+(section 8.3's format, one vector, compact separators, the floats as Python writes them). The
 check builds a tiny Llama with 80 layers (hidden 64, k/v 16 wide) in bf16, captures, extracts and
 projects with the library's own writers, and compares each file's size with the formula at that
 shape (exact for the tensors; the small files are measured and scaled per layer or per row).
@@ -90,6 +93,32 @@ def vectors_formula(layers: int, hidden: int, dtype_bytes: int) -> int:
     return safetensors_bytes({"vectors": ((layers, hidden), dtype_bytes), "layers": ((layers,), 8)})
 
 
+def reference_files(tmp: Path, tokens: int) -> dict[str, float]:
+    """The reference system's own files, written as it writes them (sizes in bytes, measured).
+
+    ``pt_overhead``: torch.save's bytes beyond a bf16 tensor's payload (zip container, pickle);
+    ``projection_json``: one per-prompt projection file of one trait (section 8.3), ``tokens``
+    tokens split 40 / 60 between prompt and response.
+    """
+    gen = torch.Generator().manual_seed(0)
+    torch.save(torch.randn(4096, generator=gen).to(torch.bfloat16), tmp / "layer0.pt")
+    pt_overhead = (tmp / "layer0.pt").stat().st_size - 4096 * 2
+    n_prompt = tokens * 2 // 5
+    values = torch.randn(4, tokens, generator=gen).tolist()
+    norms = (torch.rand(4, generator=gen) * 100).tolist()
+    record = {
+        "metadata": {"prompt_id": "42", "prompt_set": "jailbreak/original", "n_prompt_tokens": n_prompt,
+                     "n_response_tokens": tokens - n_prompt, "multi_vector": True, "n_vectors": 1,
+                     "component": "residual", "position": "response[:5]", "centered": False,
+                     "projection_date": "2026-12-02T12:00:00"},
+        "projections": [{"method": "probe", "layer": 40, "selection_source": "steering", "baseline": norms[0],
+                         "prompt": values[0][:n_prompt], "response": values[0][n_prompt:],
+                         "token_norms": {"prompt": values[1][:n_prompt], "response": values[1][n_prompt:]}}],
+        "activation_norms": {"prompt": norms[2:3], "response": norms[3:4]},
+    }
+    return {"pt_overhead": pt_overhead, "projection_json": len(json.dumps(record, separators=(",", ":")))}
+
+
 def tiny_model(layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -160,6 +189,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="storage-") as tmp_name:
         check = check_small_run(Path(tmp_name), BIG["layers"], 30)
+        reference_measured = reference_files(Path(tmp_name), args.tokens)
     print(f"check: a tiny Llama with {BIG['layers']} layers (hidden 64, k/v 16), bf16, 30 examples")
     print(f"{'file':<46} {'bytes':>9} {'formula':>9}")
     for row in check["rows"]:
@@ -197,6 +227,21 @@ def main() -> None:
               f"{total / GB:>7.3f}GB {total / reference:>7.3f}")
     print(f"activations alone vs the reference's: {acts[next(iter(acts))][0] / reference_acts:.4f}; "
           f"vector payload alone: {vectors_formula(L, H, 2) / (L * H * 2):.4f}")
+
+    # The reference's files as written: its .pt containers, metadata and per-prompt projection JSON.
+    metadata_json = 1_000  # extraction metadata.json (one) and one per method: a few hundred bytes each
+    files_acts = reference_acts + reference_measured["pt_overhead"] + metadata_json
+    files_vectors = args.methods * (L * (H * 2 + reference_measured["pt_overhead"]) + metadata_json)
+    files_projections = args.prompts * reference_measured["projection_json"]
+    files_total = files_acts + files_vectors + files_projections
+    print(f"\nreference layout as written (measured files): activations {files_acts / GB:.3f} GB, vectors "
+          f"{files_vectors / GB:.4f} GB ({L} layer{{L}}.pt per method, {reference_measured['pt_overhead']:.0f} "
+          f"bytes of torch.save each), projections {files_projections / GB:.4f} GB per set "
+          f"({reference_measured['projection_json']:.0f} bytes of JSON per prompt) = {files_total / GB:.3f} GB per trait")
+    for label, (size, vector_bytes) in acts.items():
+        vectors = args.methods * (vectors_formula(L, H, vector_bytes) + check["sidecar_per_layer"] * L)
+        total = size + small + vectors + projections
+        print(f"  {label:<54} x reference as written: {total / files_total:.3f}")
 
 
 if __name__ == "__main__":
