@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -191,26 +192,34 @@ def write_plan(root: Path, plan_path: Path) -> int:
 
 
 def fill(root: Path, plan_path: Path) -> tuple[int, float]:
-    """dvc.lock for every stage without `dvc repro`: the fake stages run in dependency order here, then
-    DVC hashes and commits each stage (as a repro does after running it) and dvc.lock is written once.
+    """dvc.lock for every stage of ``plan_path``'s plan without `dvc repro` (see ``commit_fake_stages``)."""
+    plan = {entry["name"]: entry for entry in json.loads(plan_path.read_text()).values()}
+    return commit_fake_stages(root, lambda name: fake_stage(plan[name], root))
+
+
+def commit_fake_stages(root: Path, write_stage: Callable[[str], None]) -> tuple[int, float]:
+    """dvc.lock for every stage without `dvc repro`: ``write_stage(name)`` runs each fake stage in
+    dependency order here, then DVC hashes and commits it (as a repro does after running it), and
+    dvc.lock is written once. Returns the stage count and the seconds it took.
 
     (`dvc repro` of the same fake stages gives the same dvc.lock but rewrites it after every stage,
     which at ~1000 stages takes an hour on 2 loaded cores.)"""
     import networkx as nx
     from dvc.repo import Repo
 
-    plan = {entry["name"]: entry for entry in json.loads(plan_path.read_text()).values()}
     start, cwd = time.perf_counter(), os.getcwd()
     os.chdir(root)  # DVC's run cache resolves paths from the working directory
-    with Repo(str(root)) as repo, repo.lock:
-        graph = repo.index.graph
-        order = list(reversed(list(nx.topological_sort(graph))))  # edges: stage -> the stages it needs
-        for stage in order:
-            fake_stage(plan[stage.name], root)
-            stage.save()
-            stage.commit()
-        order[0].dvcfile._lockfile.dump_stages(order)
-    os.chdir(cwd)
+    try:
+        with Repo(str(root)) as repo, repo.lock:
+            graph = repo.index.graph
+            order = list(reversed(list(nx.topological_sort(graph))))  # edges: stage -> the stages it needs
+            for stage in order:
+                write_stage(stage.name)
+                stage.save()
+                stage.commit()
+            order[0].dvcfile._lockfile.dump_stages(order)
+    finally:
+        os.chdir(cwd)
     return len(order), time.perf_counter() - start
 
 

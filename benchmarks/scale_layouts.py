@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import yaml
+from scale import commit_fake_stages  # this folder is on sys.path when the script runs
 
 BIN = Path(sys.executable).parent
 ANALYSES = 20
@@ -112,30 +113,6 @@ def write_outs(stage: dict, root: Path) -> None:
             path = root / out / name if name else root / out
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(digest.hexdigest() + str(path.relative_to(root)))
-
-
-def fill(root: Path, stages: dict[str, dict]) -> float:
-    """dvc.lock for every stage as ``dvc repro`` would write it, without its per-stage lock rewrites.
-
-    The fake stages run here in dependency order, DVC hashes and commits each one, and dvc.lock is
-    written once (``dvc repro`` rewrites the whole lock after every stage: hours at ~1000 stages).
-    """
-    import networkx as nx
-    from dvc.repo import Repo
-
-    start, cwd = time.perf_counter(), os.getcwd()
-    os.chdir(root)  # DVC's run cache resolves paths from the working directory
-    try:
-        with Repo(str(root)) as repo, repo.lock:
-            order = list(reversed(list(nx.topological_sort(repo.index.graph))))  # edges: stage -> what it needs
-            for stage in order:
-                write_outs(stages[stage.name], root)
-                stage.save()
-                stage.commit()
-            order[0].dvcfile._lockfile.dump_stages(order)
-    finally:
-        os.chdir(cwd)
-    return time.perf_counter() - start
 
 
 def _merged(names: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -236,7 +213,7 @@ def measure(root: Path, layout: str, n_traits: int, repeats: int) -> dict:
     run(root, "git", "init", "-q")
     run(root, "dvc", "init", "-q")
     print(f"{layout}: {len(stages)} stages; filling (fake stages, hashed and committed by DVC) ...", flush=True)
-    fill_seconds = fill(root, stages)
+    _, fill_seconds = commit_fake_stages(root, lambda name: write_outs(stages[name], root))
     references = sum(len(stage["deps"]) + len(stage["outs"]) for stage in stages.values())
     files = sum(1 for path in (root / "out").rglob("*") if path.is_file() and path.name != ".gitignore")
     result = {"layout": layout, "stages": len(stages), "deps_and_outs": references, "output_files": files,

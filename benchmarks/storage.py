@@ -220,9 +220,10 @@ def main() -> None:
     print(f"reference layout (bf16 residual activations, {n} examples, + {args.methods} bf16 vectors): "
           f"{reference_acts / GB:.3f} + {reference_vectors / GB:.4f} = {reference / GB:.3f} GB per trait")
     print(f"{'per trait':<56} {'activations':>12} {'vectors':>9} {'proj./set':>10} {'total':>9} {'x ref':>7}")
+    totals = {}  # label -> bytes per trait
     for label, (size, vector_bytes) in acts.items():
         vectors = args.methods * (vectors_formula(L, H, vector_bytes) + check["sidecar_per_layer"] * L)
-        total = size + small + vectors + projections
+        totals[label] = total = size + small + vectors + projections
         print(f"{label:<56} {size / GB:>10.3f}GB {vectors / GB:>7.4f}GB {projections / GB:>8.4f}GB "
               f"{total / GB:>7.3f}GB {total / reference:>7.3f}")
     print(f"activations alone vs the reference's: {acts[next(iter(acts))][0] / reference_acts:.4f}; "
@@ -238,9 +239,7 @@ def main() -> None:
           f"{files_vectors / GB:.4f} GB ({L} layer{{L}}.pt per method, {reference_measured['pt_overhead']:.0f} "
           f"bytes of torch.save each), projections {files_projections / GB:.4f} GB per set "
           f"({reference_measured['projection_json']:.0f} bytes of JSON per prompt) = {files_total / GB:.3f} GB per trait")
-    for label, (size, vector_bytes) in acts.items():
-        vectors = args.methods * (vectors_formula(L, H, vector_bytes) + check["sidecar_per_layer"] * L)
-        total = size + small + vectors + projections
+    for label, total in totals.items():
         print(f"  {label:<54} x reference as written: {total / files_total:.3f}")
 
 
