@@ -48,7 +48,8 @@ STAGES = {
     "steering-predictors": "steering_predictors",
     "report": "report",
 }
-COMMANDS = {**STAGES, "serve": "serve", "preset": "preset"}  # not stages: the dashboard server, switching params to a preset
+# not stages: the dashboard server, switching params to a preset, running a command with a warm stage server
+COMMANDS = {**STAGES, "serve": "serve", "preset": "preset", "warm": "warm"}
 
 
 def available() -> dict[str, str]:
@@ -94,7 +95,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,  # keep secrets (API keys) out of tracebacks
     help="trait-interp: extract, steer and monitor behavioural traits. Each command is one DVC stage, "
-    "except serve (the dashboard).",
+    "except serve (the dashboard), preset and warm.",
 )
 
 

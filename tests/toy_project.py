@@ -18,8 +18,22 @@ import yaml
 TRAITS = ("behavior/refusal", "tone/formality")
 
 
+def warm(args: list[str]) -> list[str]:
+    """``dvc repro`` and ``dvc exp run`` through ``trait-interp warm`` (a stage starts in a fraction of a
+    second instead of 2-5 s: most of the suite's time), unless TRAIT_INTERP_TEST_COLD=1 is set. Queued
+    experiments run later, in DVC's own workers, as plain processes."""
+    if os.environ.get("TRAIT_INTERP_TEST_COLD") == "1" or "--queue" in args:
+        return args
+    if args[:2] == ["dvc", "repro"] or args[:3] == ["dvc", "exp", "run"]:
+        return [sys.executable, "-m", "stages", "warm", "--", *args]
+    return args
+
+
 def run(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeout: float = 900) -> str:
-    """Run a command (the venv's tools first on PATH) and return stdout + stderr; a failure fails the test."""
+    """Run a command (the venv's tools first on PATH) and return stdout + stderr; a failure fails the test.
+
+    ``dvc repro`` and ``dvc exp run`` run with a warm stage server (``warm``)."""
+    args = warm(args)
     full = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **(env or {})}

@@ -1,0 +1,78 @@
+"""One trait's extraction chain through ``dvc repro``: plain stage processes against ``trait-interp warm``.
+
+    .venv/bin/python benchmarks/warm_stages.py                 # fake Gemma-2, 2 repeats each way
+    .venv/bin/python benchmarks/warm_stages.py --keep /tmp/warm --repeats 3
+
+Builds the test suite's offline fake hub (tiny random-weight models with the real architectures and
+tokenizers, tests/fake_hub.py) and a project on the gemma-2-2b preset with the suite's CPU overrides
+(tests/pipeline/test_real_models.py), reproduces it once, then times ``dvc repro --force
+--single-item`` of one trait's five extraction stages (generate, vet, capture, extract, evaluate),
+plain and under ``trait-interp warm``, alternating. The models are tiny, so this is the stage
+start-up a real run pays on top of its compute: mostly importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors")
+
+
+def timed(command: list[str], root: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    ran = sum(line.startswith("Running stage") for line in done.stdout.splitlines())
+    if ran != len(STAGES):
+        raise RuntimeError(f"{' '.join(command)} ran {ran} stages, expected {len(STAGES)}:\n{done.stdout}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--keep", type=Path, default=None, help="build here and keep it (default: a temp folder)")
+    args = parser.parse_args()
+    from tests.fake_hub import build_fake_hub, no_network
+    from tests.openai_stub import serve_stub
+    from tests.pipeline.test_real_models import TRAITS, real_project
+
+    base = args.keep or Path(tempfile.mkdtemp(prefix="warm-stages-"))
+    print(f"[warm] fake hub and project under {base} ...", file=sys.stderr, flush=True)
+    with no_network():
+        hub = build_fake_hub(base / "hub")
+    with serve_stub() as judge:
+        root = base / "gemma"
+        extra = real_project(root, hub.cache_dir, "gemma-2-2b", judge.base_url)
+        env = {**os.environ, **extra, "DVC_NO_ANALYTICS": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        print("[warm] first dvc repro (every stage, plain) ...", file=sys.stderr, flush=True)
+        subprocess.run(["dvc", "repro"], cwd=root, env=env, check=True, capture_output=True)
+        chain = ["dvc", "repro", "--force", "--single-item", *(f"{stage}@{TRAITS[0]}" for stage in STAGES)]
+        warm = [sys.executable, "-m", "stages", "warm", "--", *chain]
+        plain_s, warm_s = [], []
+        for repeat in range(args.repeats):
+            print(f"[warm] repeat {repeat + 1}/{args.repeats}: plain, then warm ...", file=sys.stderr, flush=True)
+            plain_s.append(timed(chain, root, env))
+            warm_s.append(timed(warm, root, env))
+    plain, served = statistics.median(plain_s), statistics.median(warm_s)
+    print(f"one trait's extraction chain ({len(STAGES)} stages, fake Gemma-2, dvc repro --force):")
+    print(f"  plain stage processes   {plain:6.1f} s  ({plain / len(STAGES):.1f} s a stage)  runs {plain_s}")
+    print(f"  trait-interp warm       {served:6.1f} s  ({served / len(STAGES):.1f} s a stage)  runs {warm_s}")
+    print(f"  ratio                   {plain / served:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
