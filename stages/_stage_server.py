@@ -16,7 +16,7 @@ whose such variables differ from the server's, or another interpreter or interpr
 its own process instead. The server only imports: no tensor work, no CUDA, nothing that starts a
 thread pool before it forks.
 
-Standard library only: the client side runs at the start of every stage command.
+Standard library only (with stages/_cpu_kernels.py): the client side runs at the start of every stage command.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import threading
 import traceback
 from collections.abc import Mapping
 
+from stages._cpu_kernels import pin_cpu_kernels
+
 SERVER_VARIABLE = "TRAIT_INTERP_STAGE_SERVER"
 """The environment variable that names the server's socket (set by ``trait-interp warm``)."""
 
@@ -46,7 +48,7 @@ PRELOAD: tuple[str, ...] = (
 
 IMPORT_TIME_PREFIXES: tuple[str, ...] = (
     "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_", "CUDA_", "OMP_", "MKL_", "OPENBLAS_",
-    "TOKENIZERS_", "PYTHON", "KMP_", "NUMEXPR_", "LD_",
+    "TOKENIZERS_", "PYTHON", "KMP_", "NUMEXPR_", "LD_", "ATEN_", "ONEDNN_", "DNNL_", "TRAIT_INTERP_CPU_",
 )
 """Environment variables libraries may read once at import: a command must agree with the server on all of them."""
 
@@ -164,6 +166,7 @@ def serve(path: str, parent: int | None = None, log: str | None = None) -> None:
 
     Also stops when the process ``parent`` (the ``trait-interp warm`` that started it) is gone. Each
     command adds a line to ``log``: ``served`` or ``declined <why>``."""
+    pin_cpu_kernels()  # as every stage command does before torch loads
     started_environment = import_time_environment(os.environ)
     before = dict(os.environ)
     preload()

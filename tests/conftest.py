@@ -6,7 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
+
+from stages._cpu_kernels import pin_cpu_kernels
+
+pin_cpu_kernels()  # before torch loads, as in every stage process: in-process stage runs compute the same
+import torch  # noqa: E402
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
@@ -143,9 +147,9 @@ def built_hub(tmp_path_factory):
 # shared reduced toy project, so it is ready when shard 1's remote tests need it.
 _HEAVY_SHARDS: tuple[tuple[str, ...], tuple[str, ...]] = (
     ("tests/pipeline/test_dvc_pipeline.py", "tests/dashboard/test_browser.py",
-     "tests/pipeline/test_real_models.py::test_gemma_2_2b_by_params_alone"),
+     "tests/pipeline/test_real_models.py::test_gemma_2_2b_by_params_alone", "tests/toy/test_world_trained.py"),
     ("tests/pipeline/test_real_models.py::test_llama_70b_rm_sycophancy_by_params_alone",
-     "tests/toy/test_world_trained.py", "tests/pipeline/test_remote.py"),
+     "tests/pipeline/test_remote.py"),
 )
 _LIGHT_SHARE_OF_SHARD_0 = 0.25  # shard 0's long tests take longer: it gets a quarter of the rest
 

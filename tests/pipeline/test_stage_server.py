@@ -45,7 +45,7 @@ def fake_project(root: Path, marker: str, code: int = 3) -> Path:
     package = root / "stages"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    for name in ("__main__.py", "_stage_server.py"):
+    for name in ("__main__.py", "_stage_server.py", "_cpu_kernels.py"):
         shutil.copy(REPO / "stages" / name, package / name)
     (package / "cli.py").write_text(REPORTING_CLI.format(marker=marker, code=code))
     return root
