@@ -13,7 +13,12 @@ import sys
 import pytest
 import torch
 
-from stages._cpu_kernels import AVX2_KERNELS, CHOICE_VARIABLE, _has_avx2, pin_cpu_kernels
+from stages._cpu_kernels import (
+    AVX2_KERNELS,
+    CHOICE_VARIABLE,
+    _has_avx2,
+    pin_cpu_kernels,
+)
 from tests.conftest import REPO
 
 needs_avx2 = pytest.mark.skipif(not _has_avx2(), reason="this CPU has no AVX2: nothing is pinned")
@@ -45,8 +50,8 @@ def test_native_or_a_variable_set_by_hand_wins():
                            env={k: v for k, v in os.environ.items() if k not in AVX2_KERNELS}).stdout.strip()
     assert capability_in_a_stage_process(**{CHOICE_VARIABLE: "native"}) == plain
     assert capability_in_a_stage_process(ATEN_CPU_CAPABILITY="default") == "DEFAULT"
-    environ = {"MKL_CBWR": "COMPATIBLE"}
-    assert "MKL_CBWR" not in pin_cpu_kernels(environ) and environ["MKL_CBWR"] == "COMPATIBLE"
+    environ = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    assert pin_cpu_kernels(environ) == {"ATEN_CPU_CAPABILITY": "avx2"} and environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
 
 
 def test_an_unknown_choice_is_a_one_line_error():
