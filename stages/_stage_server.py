@@ -175,6 +175,10 @@ def serve(path: str, parent: int | None = None, log: str | None = None) -> None:
     set_by_imports = {key: value for key, value in os.environ.items() if key not in before}
     sys.stdout.flush()  # nothing an import printed may reach a command's output
     sys.stderr.flush()
+    if _cuda_started():  # a forked child could not use the GPU: serve nothing, every stage runs alone
+        print("warm: an import started CUDA in the stage server; stages run in their own processes",
+              file=sys.stderr)
+        return
     identity = interpreter_identity()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     temporary = f"{path}.{os.getpid()}.tmp"
@@ -207,6 +211,11 @@ def serve(path: str, parent: int | None = None, log: str | None = None) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _cuda_started() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
 
 
 def _child(conn: socket.socket, started_environment: dict[str, str], set_by_imports: dict[str, str],
