@@ -31,9 +31,11 @@ sys.path.insert(0, str(REPO))
 STAGES = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors")
 
 
-READY_THEN_TIME = """
+from stages._stage_server import SERVER_VARIABLE  # noqa: E402 - after the repository is on sys.path
+
+READY_THEN_TIME = f"""
 import os, subprocess, sys, time
-while not os.path.exists(os.environ["TRAIT_INTERP_STAGE_SERVER"]):
+while not os.path.exists(os.environ[{SERVER_VARIABLE!r}]):
     time.sleep(0.05)
 started = time.perf_counter()
 subprocess.run(sys.argv[1:], check=True, capture_output=True)
