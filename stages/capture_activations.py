@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PARAMS = ("extraction",)
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("out",)
 
 
 def dataset_hash(responses: pd.DataFrame) -> str:

@@ -32,6 +32,7 @@ STAGES = {
     "evaluate-vectors": "evaluate_vectors",
     "steering-eval": "steering_eval",
     "steering-sweep": "steering_sweep",
+    "for-each-trait": "for_each_trait",
     "intervention-eval": "intervention_eval",
     "generate-inference": "generate_inference",
     "calibrate-massive-dims": "calibrate_massive_dims",

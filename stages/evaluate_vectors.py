@@ -11,6 +11,8 @@ from stages._common import user_errors
 from trait_interp.core.io import write_json, write_with
 
 PARAMS: tuple[str, ...] = ()
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("table", "metrics", "plot_accuracy", "plot_effect")
 PLOT_SITE = "residual"  # the site drawn in the layer plots (others are in the table)
 
 

@@ -16,6 +16,8 @@ from trait_interp.core.config import from_mapping
 from trait_interp.core.io import atomic_dir
 
 PARAMS = ("vectors",)
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("out",)
 
 
 @user_errors

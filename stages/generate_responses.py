@@ -19,6 +19,8 @@ from trait_interp.core.datasets import TraitScenarios, load_scenarios, pair_scen
 from trait_interp.core.positions import parse_position, resolve_max_new_tokens
 
 PARAMS = ("extraction.position", "extraction.paired", "generation")
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("out",)
 
 
 @user_errors

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from trait_interp.steering.evaluate import SteeringSettings
 
 PARAMS = ("layer", "steering", "judge")
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("responses", "best", "metrics", "headline", "plot", "judge_cache")
 
 
 def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from trait_interp.steering.sweep import SweepPlan
 
 PARAMS = ("sweep", "steering.min_coherence", "judge")
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("results", "responses", "best_layers", "metrics", "plot", "judge_cache")
 
 
 def min_coherence_of(value: Any, params: Path) -> float:

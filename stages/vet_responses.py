@@ -21,6 +21,8 @@ from trait_interp.core.io import write_json
 from trait_interp.extraction.vetting import VettingSettings, check_enough, verdicts
 
 PARAMS = ("vetting", "judge", "extraction.paired")
+# the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
+TRAIT_OUTPUTS = ("out", "metrics", "judge_cache")
 
 
 @user_errors
