@@ -49,7 +49,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
-             "steering_eval")
+             "steering_sweep", "steering_eval")  # the phases: one stage each over every trait (stages/for_each_trait.py)
+# files a fake trait run writes into a folder output: as many as the real toy run writes
+FOLDER_FILES = {"activations": ["residual.safetensors", "examples.csv", "meta.json"],
+                "vectors": [f"residual/{m}.{x}" for m in ("probe", "mean_diff", "gradient", "pca", "random_baseline")
+                            for x in ("safetensors", "json")]}
 FILE_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt", ".safetensors"}
 
 FAKE_PYTHON = """#!{python}
@@ -75,9 +79,51 @@ def _digest(h, path: Path) -> None:
         h.update(path.read_bytes())
 
 
+def fake_trait_run(argv: list[str], fork: bool = False) -> int:
+    """One trait of a phase (stages/for_each_trait.py runs it): its outputs from a hash of its argv and inputs."""
+    import hashlib
+
+    from stages import for_each_trait as runner
+
+    stage = runner.stage_main(argv[0])
+    pairs = runner.option_pairs(argv[1:], argv[0])
+    h = hashlib.sha256(json.dumps(argv).encode())
+    for option, value in sorted(pairs.items()):
+        if option not in stage.TRAIT_OUTPUTS and option != "params":
+            _digest(h, Path(value))
+    for option in stage.TRAIT_OUTPUTS:
+        path = Path(pairs[option])
+        files = FOLDER_FILES.get(path.parent.name) if not path.suffix else None
+        for file in [path / name for name in files] if files else [path]:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(h.hexdigest() + "\n")
+    return 0
+
+
+def fake_phase(argv: list[str], cwd: Path) -> None:
+    """A phase stage: the real runner (its record, its per-trait digests and skips), each trait's run faked."""
+    if str(cwd.resolve()) not in sys.path:
+        sys.path.insert(0, str(cwd.resolve()))  # the project's own stages/
+    from stages import for_each_trait as runner
+    from stages.cli import app
+
+    runner.run_trait, runner.can_fork = fake_trait_run, lambda: False
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        app(args=argv, prog_name="trait-interp", standalone_mode=False)
+    finally:
+        os.chdir(previous)
+
+
 def fake_stage(stage: dict, cwd: Path = Path(".")) -> None:
     """Write a stage's outs: the validate marker constant, else a hash of its command and its deps' content."""
     import hashlib
+
+    argv = json.loads(stage["key"])
+    if argv[2] == "for-each-trait":
+        fake_phase(argv[2:], cwd)
+        return
 
     h = hashlib.sha256(stage["key"].encode())
     for dep in stage["deps"]:
@@ -130,7 +176,8 @@ def load() -> str:
 
 
 def stages_run(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    """DVC's stages run, and each phase's trait runs as ``<stage>@<trait>``."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith(("Running stage", "Running trait"))}
 
 
 # --- the project ------------------------------------------------------------------------------------
@@ -249,7 +296,7 @@ def timed(label: str, args: list[str], root: Path, environ: dict[str, str], repe
 
 
 def expected_after_edit(root: Path, trait: str) -> set[str]:
-    """validate, the trait's own stages, and every stage downstream of them (all-trait stages)."""
+    """validate, the phases and every stage downstream of them (all-trait stages), and the trait's own runs."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -257,12 +304,12 @@ def expected_after_edit(root: Path, trait: str) -> set[str]:
 
         graph = repo.index.graph
         by_name = {s.name: s for s in graph.nodes}
-        start = [by_name[f"generate_responses@{trait}"]]
+        start = [by_name["generate_responses"]]
         # graph edges point from a stage to the stages it depends on
         found = set()
         for node in start:
             found |= {s.name for s in nx.ancestors(graph, node)} | {node.name}
-    return found | {"validate"}
+    return found | {"validate"} | {f"{s}@{trait}" for s in PER_TRAIT}
 
 
 def main() -> None:

@@ -244,6 +244,7 @@ def main(
     """Run a per-trait stage for every trait in ``traits``; traits whose inputs and outputs are unchanged are skipped."""
     traits = [str(t) for t in stage_params(params, PARAMS)["traits"]]
     runs = trait_runs(stage, template, traits)
+    name = stage.replace("-", "_")  # the DVC stage's name
     if not stage_inputs.is_file():
         raise UserInputError(f"--stage-inputs {stage_inputs}: not found; run the stage_inputs stage first (dvc repro)")
     inputs = stage_inputs.read_bytes()
@@ -251,7 +252,7 @@ def main(
     digests = Digests()
     for gone in sorted(set(done) - set(traits)):
         remove_outputs(done.pop(gone))
-        typer.echo(f"{stage}: {gone} is no longer in traits; its outputs were removed")
+        typer.echo(f"{name}: {gone} is no longer in traits; its outputs were removed")
     rerun_all = os.environ.get(RERUN_VARIABLE, "") not in ("", "0")
     todo = []
     for run in runs:
@@ -259,22 +260,22 @@ def main(
         wanted = input_digest(run, inputs, digests)
         if rerun_all or not entry or entry.get("inputs") != wanted or entry.get("written") != output_digest(run, digests):
             todo.append((run, wanted))
-    typer.echo(f"{stage}: {len(todo)} of {len(runs)} traits to run, {len(runs) - len(todo)} up to date"
+    typer.echo(f"{name}: {len(todo)} of {len(runs)} traits to run, {len(runs) - len(todo)} up to date"
                + (f" ({RERUN_VARIABLE})" if rerun_all else ""))
 
     def save() -> None:
         ordered = {run.trait: done[run.trait] for run in runs if run.trait in done}
-        write_json(record, {"stage": stage, "traits": ordered})
+        write_json(record, {"stage": name, "traits": ordered})
         digests.save()
 
     fork = can_fork() if todo else False
     for k, (run, wanted) in enumerate(todo, 1):
-        typer.echo(f"{stage} [{k}/{len(todo)}] {run.trait}")
+        typer.echo(f"Running trait '{name}@{run.trait}' ({k}/{len(todo)})")
         code = run_trait(run.argv, fork)
         if code:
             done.pop(run.trait, None)
             save()
-            raise UserInputError(f"{stage}: {run.trait} failed (exit status {code}); the traits before it are kept")
+            raise UserInputError(f"{name}: {run.trait} failed (exit status {code}); the traits that ran before it are kept")
         done[run.trait] = {"inputs": wanted, "written": output_digest(run, digests), "outputs": run.outputs}
         save()
     save()

@@ -43,7 +43,16 @@ def run(args: list[str], cwd: Path, *, env: dict[str, str] | None = None, timeou
 
 
 def stages_run(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    """What ran: DVC's stages, except that a per-trait phase (stages/for_each_trait.py) counts as the
+    traits it ran, ``<stage>@<trait>`` (its own stage runs whenever any trait's inputs changed)."""
+    stages = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+    traits = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running trait")}
+    return (stages - PHASES) | traits
+
+
+# the per-trait phases: one DVC stage each over every trait
+PHASES = {"generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
+          "steering_sweep", "steering_eval"}
 
 
 def copy_sources(repo: Path, root: Path) -> None:
