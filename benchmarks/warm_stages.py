@@ -6,7 +6,7 @@
 Builds the test suite's offline fake hub (tiny random-weight models with the real architectures and
 tokenizers, tests/fake_hub.py) and a project on the gemma-2-2b preset with the suite's CPU overrides
 (tests/pipeline/test_real_models.py), reproduces it once, then times ``dvc repro --force
---single-item`` of one trait's five extraction stages (generate, vet, capture, extract, evaluate),
+--single-item`` of the five extraction phases with one trait (generate, vet, capture, extract, evaluate),
 plain, under ``trait-interp warm`` (its server's start included: the first stages run before it
 is up) and under ``warm`` once its server is up (what each later stage of a long run pays), alternating. The models are tiny, so this is the stage
 start-up a real run pays on top of its compute: mostly importing torch and transformers.
@@ -73,14 +73,16 @@ def main() -> None:
         extra = real_project(root, hub.cache_dir, "gemma-2-2b", judge.base_url)
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["layer"] = 2  # the fake Gemma has 4 layers (the preset's 12 is the real one's)
+        params["traits"] = [TRAITS[0]]  # one trait: each phase stage runs exactly it
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, **extra, "DVC_NO_ANALYTICS": "1",
+        env = {**os.environ, **extra, "DVC_NO_ANALYTICS": "1", "TRAIT_INTERP_RERUN_TRAITS": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         print("[warm] first dvc repro (every stage, plain) ...", file=sys.stderr, flush=True)
         first = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
         if first.returncode != 0:
             raise SystemExit(f"the first dvc repro failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
-        chain = ["dvc", "repro", "--force", "--single-item", *(f"{stage}@{TRAITS[0]}" for stage in STAGES)]
+        # --force re-runs each phase, TRAIT_INTERP_RERUN_TRAITS=1 its (one) trait (stages/for_each_trait.py)
+        chain = ["dvc", "repro", "--force", "--single-item", *STAGES]
         warm = [sys.executable, "-m", "stages", "warm", "--", *chain]
         # the chain timed inside warm once its server is up: what every later stage of a long run pays
         ready = [sys.executable, "-m", "stages", "warm", "--", sys.executable, "-c", READY_THEN_TIME, *chain]

@@ -1,14 +1,15 @@
 """Stage stage_inputs: what each per-trait stage reads (its params' values, a hash of its code), one small file each.
 
-The per-trait stages run once per trait: 173 traits make over a thousand of them. Declared in
-dvc.yaml one by one, their params and code folders cost every `dvc status` a parse of params.yaml
-and a walk of each code folder per stage and trait (minutes at 173 traits). Instead this stage
-reads them once and writes ``<stage>.json`` for each per-trait stage: the values of the stage's
-``PARAMS`` and a content hash of its module and of the library folders it imports
-(``PER_TRAIT_CODE``). Each per-trait stage depends on its file alone; the file changes exactly
-when one of those params or that code changes, so what re-runs is what direct deps would re-run
-(the JSON is written with sorted keys: reordering params.yaml changes nothing). The params are
-still this stage's DVC params, so `dvc status`, `dvc params diff` and `dvc exp show` name them.
+The per-trait stages run as one phase stage each over every trait (stages/for_each_trait.py),
+which re-runs a trait when anything that trait's run reads has changed: its files, and the params
+and code of the stage. This stage reads those params and hashes that code once and writes
+``<stage>.json`` for each per-trait stage: the values of the stage's ``PARAMS`` and a content hash
+of its module and of the library folders it imports (``PER_TRAIT_CODE``). Each phase depends on its
+file instead of on params.yaml and the code folders, and the runner digests it into every trait's
+inputs; the file changes exactly when one of those params or that code changes, so what re-runs is
+what direct deps would re-run (the JSON is written with sorted keys: reordering params.yaml changes
+nothing). The params are still this stage's DVC params, so `dvc status`, `dvc params diff` and
+`dvc exp show` name them.
 """
 
 from __future__ import annotations

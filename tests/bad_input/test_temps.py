@@ -1,7 +1,7 @@
 """A writer killed (SIGKILL) inside ``atomic_dir`` / ``atomic_path`` leaves its temp behind; DVC must not see it.
 
-Temps live beside their target, so a temp of ``.../toy-base/<trait>/activations`` sits inside
-``experiments/toy/extraction/toy-base``, a folder several stages depend on. The committed
+Temps live beside their target, so a temp of ``.../toy-base/activations/<trait>`` sits inside
+``experiments/toy/extraction/toy-base/activations``, a phase's output folder that other stages depend on. The committed
 ``.dvcignore`` matches exactly the temp names ``trait_interp/io.py`` makes, and the next write of the
 same target removes temps whose writer is gone (never a running writer's).
 """

@@ -62,9 +62,14 @@ def test_stage_declares_exactly_what_its_code_reads(stage):
     declared = [re.sub(r"\$\{(?:item\.)?(\w+)\}", r"{\1}", p) for p in definition.get("params", [])]
     deps = set(definition["deps"])
     if stage in PER_TRAIT_CODE:  # its params and code reach DVC through its stage_inputs record, nothing else
-        assert f"experiments/${{experiment}}/stage_inputs/{stage}.json" in deps and not declared
+        from stages.for_each_trait import PARAMS as RUNNER_PARAMS
+
+        # a phase over every trait: the runner reads `traits` and is its one code dep
+        assert f"experiments/${{experiment}}/stage_inputs/{stage}.json" in deps and declared == list(RUNNER_PARAMS)
         assert all(param_covered(key, RECORDED) for key in module.PARAMS), f"stage_inputs' PARAMS miss {stage}'s"
-        assert not [d for d in deps if d.startswith(("stages", "trait_interp"))], f"{stage}: code deps in dvc.yaml"
+        code = [d for d in deps if d.startswith(("stages", "trait_interp"))]
+        assert code == ["stages/for_each_trait.py"], f"{stage}: code deps in dvc.yaml: {code}"
+        assert definition["cmd"].startswith(f"python -m stages for-each-trait {stage.replace('_', '-')} ")
         deps |= {f"stages/{stage}.py", *PER_TRAIT_CODE[stage]}
     else:
         assert declared == list(module.PARAMS), f"dvc.yaml params of {stage} differ from stages/{stage}.py PARAMS"
@@ -139,8 +144,8 @@ def test_editing_one_trait_and_adding_another_reruns_only_those_traits(project):
         assert not {s for s in _stages_run(ran) if s.endswith("@behavior/refusal")}
     finally:
         _run(["git", "checkout", "--", "."], project)
-        for stale in project.glob("experiments/toy/*/*/emotion"):  # outputs of the trait that was added
-            shutil.rmtree(stale)
+        for stale in [*project.glob("experiments/toy/*/*/emotion"), *project.glob("experiments/toy/*/*/*/emotion")]:
+            shutil.rmtree(stale)  # outputs of the trait that was added (inside each phase's folders)
         _run(["dvc", "checkout", "--force"], project)
     assert _stages_run(_run(["dvc", "repro"], project)) <= VALIDATE  # back to the committed state
 
@@ -154,8 +159,8 @@ def test_metrics_show_is_one_row_per_trait_and_intervention_with_the_headline(pr
 
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     files = {path: data["data"] for path, data in shown[""]["data"].items()}
-    traits = {f"experiments/toy/metrics/summary/{trait}.json" for trait in TRAITS}
-    interventions = {f"experiments/toy/metrics/summary/{name}.json" for name in INTERVENTIONS}
+    traits = {f"experiments/toy/metrics/summary/traits/{trait}.json" for trait in TRAITS}
+    interventions = {f"experiments/toy/metrics/summary/interventions/{name}.json" for name in INTERVENTIONS}
     assert set(files) == traits | interventions
     for path, data in files.items():
         assert tuple(data) == (HEADLINE if path in traits else INTERVENTION_HEADLINE), path
@@ -192,7 +197,7 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
     text = _run(["dvc", "exp", "show", "--json"], project)
     for column in HEADLINE + INTERVENTION_HEADLINE:
         assert column in text
-    assert "metrics/summary/refusal_gate.json" in text  # the intervention's headline is an experiment column too
+    assert "metrics/summary/interventions/refusal_gate.json" in text  # the intervention's headline is an experiment column too
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)
 

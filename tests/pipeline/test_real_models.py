@@ -103,14 +103,14 @@ def test_gemma_2_2b_by_params_alone(built_hub, judge, tmp_path):
     assert it["eos_token_ids"] == [1, 107]  # the tokenizer's <eos> and generation_config's <end_of_turn>
     base_sha = hub.sha("google/gemma-2-2b")
     for trait in TRAITS:
-        sidecar = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/{trait}/vectors/residual/probe.json")
+        sidecar = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/vectors/{trait}/residual/probe.json")
                              .read_text())
         assert sidecar["revision"] == base_sha and sidecar["model"] == "google/gemma-2-2b" and sidecar["adapter"] is None
-        meta = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/{trait}/activations/meta.json")
+        meta = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/activations/{trait}/meta.json")
                           .read_text())
         assert meta["revision"] == base_sha
     # the base model extracted in completion mode although its tokenizer ships a chat template
-    first = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/{TRAITS[0]}/responses.jsonl")
+    first = json.loads((root / f"experiments/{experiment}/extraction/gemma-2-2b/responses/{TRAITS[0]}.jsonl")
                        .read_text().splitlines()[0])
     assert first["chat"] is False
 
@@ -123,7 +123,7 @@ def test_gemma_2_2b_by_params_alone(built_hub, judge, tmp_path):
     assert record(root, experiment, "gemma-2-2b")["sha"] == base_sha
     status = _status(root, env)
     using = stages_using(root, "gemma-2-2b-it")
-    assert using and not using & {f"{s}@{t}" for s in EXTRACTION for t in TRAITS}
+    assert using and not using & set(EXTRACTION)  # the extraction phases read the base model only
     assert set(status) - {"resolve_models@hub"} == using
     # (the repro that would follow re-runs those stages and the model-free readers of their outputs:
     # minutes on this CPU for what `dvc status` has shown, so it is left out of the suite)
@@ -155,7 +155,7 @@ def test_llama_70b_rm_sycophancy_by_params_alone(built_hub, judge, tmp_path):
     assert {"project@rm-sycophant-mixed_requests", "model_diff"} <= ran
     diff = root / f"experiments/{experiment}/analyses/model_diff/rm-sycophant_vs_llama-3.3-70b-instruct/paired.csv"
     assert diff.is_file()
-    sidecar = json.loads((root / f"experiments/{experiment}/extraction/llama-3.1-70b/{TRAITS[0]}/vectors/residual/"
+    sidecar = json.loads((root / f"experiments/{experiment}/extraction/llama-3.1-70b/vectors/{TRAITS[0]}/residual/"
                                  "probe.json").read_text())
     assert sidecar["revision"] == base["sha"] and len(sidecar["layers"]) == 80
 
@@ -164,6 +164,6 @@ def test_llama_70b_rm_sycophancy_by_params_alone(built_hub, judge, tmp_path):
     assert {f"steering_eval@{t}" for t in TRAITS} <= ran
     assert not ran & ({f"{s}@{t}" for s in EXTRACTION for t in TRAITS}
                       | {s for s in ran if s.startswith(("generate_inference", "calibrate_massive_dims"))})
-    best = json.loads((root / f"experiments/{experiment}/steering/llama-3.3-70b-instruct/{TRAITS[0]}/best.json")
+    best = json.loads((root / f"experiments/{experiment}/steering/llama-3.3-70b-instruct/best/{TRAITS[0]}.json")
                       .read_text())
     assert best["layers"] == [26]

@@ -31,10 +31,9 @@ from tests.conftest import REPO
 pytest.importorskip("moto.server")
 from tests.s3_stub import S3Stub, free_port  # noqa: E402
 from tests.toy_project import TRAITS, copy_project  # noqa: E402
+from tests.toy_project import stages_run as _stages_run  # noqa: E402
 
 REMOTE = "r2"  # the default remote named in the committed .dvc/config
-PER_TRAIT = ("generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
-             "steering_sweep", "steering_eval")
 LARGE = "synthetic/large_activations.bin"  # a `dvc add`ed file over s3fs's 100 MiB single-PUT limit
 LARGE_MIB = 105
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -86,7 +85,8 @@ def output(done: subprocess.CompletedProcess) -> str:
 
 
 def stages_run(text: str) -> set[str]:
-    return {line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage")}
+    """DVC's stages run, a per-trait phase counted as the traits it ran (tests/toy_project.py)."""
+    return _stages_run(text)
 
 
 def credentials(s3: S3Stub) -> dict[str, str]:
@@ -358,7 +358,7 @@ def test_push_false_output_never_reaches_the_remote(project, pushed, s3):
     assert raw and (project / "experiments/toy/raw/toy-instruct/mixed_requests").is_dir()
     stored = {"".join(key.split("/")[-2:]) for key in s3.keys(pushed["prefix"] + "/")}
     assert stored and not raw & stored
-    assert object_hashes(project, f"steering_eval@{TRAITS[0]}") <= stored
+    assert object_hashes(project, "steering_eval") <= stored
 
 
 def test_large_artifact_goes_through_multipart_upload(project, pushed, s3):
@@ -390,7 +390,7 @@ def test_without_the_committed_aws_config_uploads_are_aws_chunked(project, s3, t
     point_at(project, s3, "control")
     run(["dvc", "remote", "modify", "--local", REMOTE, "configpath", str(empty)], project)
     try:
-        run(["dvc", "push", f"steering_eval@{TRAITS[0]}"], project, env=credentials(s3),
+        run(["dvc", "push", "steering_eval"], project, env=credentials(s3),
             request_log=tmp_path / "push.jsonl")
     finally:
         run(["dvc", "remote", "modify", "--local", REMOTE, "--unset", "configpath"], project)
@@ -405,21 +405,33 @@ def test_pulling_one_stage_or_one_trait_fetches_only_that(project, pushed, s3, t
     point_at(repo, s3, pushed["prefix"])
     outs = outs_by_stage(project)
     cached = lambda stage: {p for p, c, _ in outs[stage] if c}  # noqa: E731
-    one = f"steering_eval@{TRAITS[0]}"
+    one = "steering_eval"  # one phase: every trait's steering results, nothing else
     run(["dvc", "pull", one], repo, env=credentials(s3))
     assert cache_hashes(repo) == object_hashes(project, one)
     present = {p for stage in outs for p in cached(stage) if (repo / p).exists()}
     assert present == cached(one)
-    # one trait: its steering results and everything they were made from (and the toy models), nothing else
-    run(["dvc", "pull", "--with-deps", f"steering_eval@{TRAITS[1]}"], repo, env=credentials(s3))
-    chain = upstream_stages(project, f"steering_eval@{TRAITS[1]}")
-    assert {f"{s}@{TRAITS[1]}" for s in PER_TRAIT} | {"build_toy_models@toy", "resolve_toy_models@toy"} <= chain
-    assert not [s for s in chain if s.endswith(f"@{TRAITS[0]}")]
-    wanted = set().union(cached(one), *(cached(s) for s in chain))
-    present = {p for stage in outs for p in cached(stage) if (repo / p).exists()}
-    assert present == wanted
+    # with the steering models: their upstream stages, pulled by name with --with-deps
+    chain = upstream_stages(project, one)
+    assert {"extract_vectors", "capture_activations", "build_toy_models@toy"} <= chain
+    # one trait: its files inside the phases' folders, by path (DVC pulls part of a tracked folder)
+    trait = TRAITS[1]
+    wanted = [f"experiments/toy/extraction/toy-base/vectors/{trait}",
+              f"experiments/toy/extraction/toy-base/evaluation/{trait}.csv",
+              f"experiments/toy/steering/toy-instruct/best/{trait}.json"]
+    other = clone(project, tmp_path / "other")
+    point_at(other, s3, pushed["prefix"])
+    run(["dvc", "pull", *wanted], other, env=credentials(s3))
     for rel in wanted:
-        same_tree(project / rel, repo / rel)
+        same_tree(project / rel, other / rel)
+    assert not (other / f"experiments/toy/extraction/toy-base/vectors/{TRAITS[0]}").exists()
+    assert not (other / f"experiments/toy/steering/toy-instruct/best/{TRAITS[0]}.json").exists()
+    assert not (other / "experiments/toy/extraction/toy-base/activations").exists()
+    vectors = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["extract_vectors"]["outs"][0]
+    assert vectors["path"].endswith("/vectors") and vectors["md5"].endswith(".dir")
+    manifest = json.loads((project / ".dvc/cache/files/md5" / vectors["md5"][:2] / vectors["md5"][2:]).read_text())
+    theirs = {entry["md5"] for entry in manifest if entry["relpath"].startswith(TRAITS[0] + "/")}
+    ours = {entry["md5"] for entry in manifest if entry["relpath"].startswith(trait + "/")}
+    assert ours <= cache_hashes(other) and not (theirs - ours) & cache_hashes(other)
 
 
 def test_repro_pull_allow_missing_reruns_only_steering_without_activations(project, pushed, s3, tmp_path):
@@ -433,7 +445,7 @@ def test_repro_pull_allow_missing_reruns_only_steering_without_activations(proje
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = run(["dvc", "repro", "--pull", "--allow-missing", "steering_eval"], repo, env=credentials(s3))
     assert stages_run(output(ran)) == {"validate", "stage_inputs"} | {f"steering_eval@{t}" for t in TRAITS}
-    activations = [f"capture_activations@{t}" for t in TRAITS]
+    activations = ["capture_activations"]
     assert not any((repo / p).exists() for s in activations for p, _, _ in outs_by_stage(project)[s])
     assert not cache_hashes(repo) & set().union(*(object_hashes(project, s) for s in activations))
     for trait in TRAITS:  # the pulled judge cache answered every judge call again
@@ -447,13 +459,14 @@ def test_a_sweep_rerun_after_pull_makes_no_judge_calls(project, pushed, s3, tmp_
     point_at(repo, s3, pushed["prefix"])
     # the sweeps (their judge caches with them), their vectors and the toy models they steer
     run(["dvc", "pull", "build_toy_models", "extract_vectors", "steering_sweep"], repo, env=credentials(s3))
+    # --force re-runs the phase; TRAIT_INTERP_RERUN_TRAITS=1 its traits too (else up to date, they are skipped)
     ran = run(["dvc", "repro", "--pull", "--allow-missing", "--force", "--single-item", "steering_sweep"], repo,
-              env=credentials(s3))
+              env={**credentials(s3), "TRAIT_INTERP_RERUN_TRAITS": "1"})
     assert stages_run(output(ran)) == {f"steering_sweep@{t}" for t in TRAITS}
     for trait in TRAITS:
         metrics = json.loads((repo / f"experiments/toy/metrics/sweep/{trait}.json").read_text())
         assert metrics["judge"]["calls"] == 0 and metrics["judge"]["cache_hits"] == metrics["estimate"]["judge_requests"]
-        results = f"experiments/toy/sweep/toy-instruct/{trait}/results.csv"
+        results = f"experiments/toy/sweep/toy-instruct/results/{trait}.csv"
         same_tree(project / results, repo / results)  # the same answers, the same scores
 
 
@@ -462,7 +475,7 @@ def test_a_sweep_rerun_after_pull_makes_no_judge_calls(project, pushed, s3, tmp_
 def test_wrong_credentials_fail_clearly_and_keep_the_cache(project, pushed, s3, tmp_path):
     partial = clone(project, tmp_path / "clone")
     point_at(partial, s3, pushed["prefix"])
-    run(["dvc", "pull", f"steering_eval@{TRAITS[0]}"], partial, env=credentials(s3))
+    run(["dvc", "pull", "steering_eval"], partial, env=credentials(s3))
     point_at(project, s3, "auth")
     before = {"project": cache_snapshot(project), "clone": cache_snapshot(partial)}
     status_before = run(["dvc", "status", "--json"], project).stdout
@@ -484,7 +497,7 @@ def test_wrong_credentials_fail_clearly_and_keep_the_cache(project, pushed, s3, 
         assert s3.keys("auth/") == {}
         assert {"project": cache_snapshot(project), "clone": cache_snapshot(partial)} == before
         assert run(["dvc", "status", "--json"], project).stdout == status_before
-        for rel, _, _ in outs_by_stage(project)[f"steering_eval@{TRAITS[0]}"]:
+        for rel, _, _ in outs_by_stage(project)["steering_eval"]:
             same_tree(project / rel, partial / rel)
         # the same remote with the right key works
         run(["dvc", "push"], project, env=credentials(s3))
@@ -496,21 +509,21 @@ def test_wrong_credentials_fail_clearly_and_keep_the_cache(project, pushed, s3, 
 def test_server_down_fails_clearly_and_keeps_the_cache(project, pushed, s3, tmp_path):
     partial = clone(project, tmp_path / "clone")
     point_at(partial, s3, pushed["prefix"])
-    run(["dvc", "pull", f"steering_eval@{TRAITS[0]}"], partial, env=credentials(s3))
+    run(["dvc", "pull", "steering_eval"], partial, env=credentials(s3))
     before = {"project": cache_snapshot(project), "clone": cache_snapshot(partial)}
     down = f"https://127.0.0.1:{free_port()}"  # nothing listens there
     for repo in (project, partial):
         run(["dvc", "remote", "modify", "--local", REMOTE, "endpointurl", down], repo)
     try:
         # a pull tries every missing object (each with its retries): one stage keeps this test short
-        for args, repo in ((["dvc", "push"], project), (["dvc", "pull", f"steering_eval@{TRAITS[1]}"], partial)):
+        for args, repo in ((["dvc", "push"], project), (["dvc", "pull", "steering_sweep"], partial)):
             start = time.monotonic()
             done = run(args, repo, check=False, env=credentials(s3), timeout=300)
             assert done.returncode != 0
             assert "Could not connect to the endpoint URL" in output(done), output(done)
             assert time.monotonic() - start < 60
         assert {"project": cache_snapshot(project), "clone": cache_snapshot(partial)} == before
-        for rel, _, _ in outs_by_stage(project)[f"steering_eval@{TRAITS[0]}"]:
+        for rel, _, _ in outs_by_stage(project)["steering_eval"]:
             same_tree(project / rel, partial / rel)
     finally:
         for repo in (project, partial):
