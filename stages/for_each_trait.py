@@ -146,7 +146,9 @@ class Digests:
         return digest.hexdigest()
 
     def save(self) -> None:
+        """Write the digests back, without those of files that are gone (removed traits, temps)."""
         if self.cache is not None:
+            self.known = {key: seen for key, seen in self.known.items() if os.path.exists(key)}
             temp = self.cache.with_name(f".{self.cache.name}.{os.getpid()}.trait-interp.tmp")
             temp.write_text(json.dumps(self.known), encoding="utf-8")
             temp.replace(self.cache)
