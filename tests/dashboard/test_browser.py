@@ -192,7 +192,7 @@ def test_steering_view_draws_curves_threshold_best_and_answers(driver, toy):
     assert f"min coherence {expected['min_coherence']:g}" in charts[1].text
     assert float(threshold.get_attribute("y1")) > 0
     steering = [json.loads(line) for line in (
-        report.parents[0] / "steering/toy-instruct/behavior/refusal/responses.jsonl").read_text().splitlines()]
+        report.parents[0] / "steering/toy-instruct/responses/behavior/refusal.jsonl").read_text().splitlines()]
     questions = {r["question_index"] for r in steering}
     rows = css(driver, "table.answers tbody tr")
     assert len(rows) == len(questions)

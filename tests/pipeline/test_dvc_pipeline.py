@@ -160,7 +160,7 @@ def test_metrics_show_is_one_row_per_trait_and_intervention_with_the_headline(pr
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     files = {path: data["data"] for path, data in shown[""]["data"].items()}
     traits = {f"experiments/toy/metrics/summary/traits/{trait}.json" for trait in TRAITS}
-    interventions = {f"experiments/toy/metrics/summary/interventions/{name}.json" for name in INTERVENTIONS}
+    interventions = {f"experiments/toy/metrics/summary/{name}.json" for name in INTERVENTIONS}
     assert set(files) == traits | interventions
     for path, data in files.items():
         assert tuple(data) == (HEADLINE if path in traits else INTERVENTION_HEADLINE), path
@@ -197,7 +197,7 @@ def test_exp_run_with_another_layer_reruns_steering_and_projection_only(project)
     text = _run(["dvc", "exp", "show", "--json"], project)
     for column in HEADLINE + INTERVENTION_HEADLINE:
         assert column in text
-    assert "metrics/summary/interventions/refusal_gate.json" in text  # the intervention's headline is an experiment column too
+    assert "metrics/summary/refusal_gate.json" in text  # the intervention's headline is an experiment column too
     _run(["git", "checkout", "--", "."], project)  # back to layer 2 for the other tests
     _run(["dvc", "checkout", "--force"], project)
 
