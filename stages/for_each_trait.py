@@ -206,6 +206,10 @@ def run_trait(argv: list[str], fork: bool) -> int:
                 code = 0
             except SystemExit as done:
                 code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            except BaseException:  # noqa: BLE001 - as the interpreter would: traceback, status 1
+                import traceback
+
+                traceback.print_exc()
             _shut_down_like_the_interpreter()
         finally:
             os._exit(code)

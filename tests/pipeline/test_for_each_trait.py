@@ -223,3 +223,17 @@ def test_a_stage_that_is_not_per_trait_is_refused(world, tmp_path):
             "--record", str(tmp_path / "record.json"), "--", "--vectors", "out/vectors/{trait}"]
     done = run_phase(world["project"], args)
     assert done.returncode == 1 and "declares no TRAIT_OUTPUTS" in done.stderr, done.stderr
+
+
+def test_a_trait_run_as_its_own_process_gives_the_same_bytes(world, tmp_path, monkeypatch):
+    """Without fork (or once CUDA has started) each trait is its own `python -m stages` process."""
+    from stages.for_each_trait import run_trait
+
+    monkeypatch.chdir(world["project"])
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    out = tmp_path / "vectors"
+    code = run_trait(["extract-vectors", "--activations", f"out/activations/{TRAITS[0]}", "--out", str(out)],
+                     fork=False)
+    assert code == 0 and files_of(out) == files_of(world["truth"] / TRAITS[0] / "vectors")
+    assert run_trait(["extract-vectors", "--activations", "out/activations/none", "--out", str(tmp_path / "x")],
+                     fork=False) == 1
