@@ -1,4 +1,4 @@
-"""One trait's extraction chain through ``dvc repro``: plain stage processes against ``trait-interp warm``.
+"""The extraction chain through ``dvc repro``: plain stage processes against ``trait-interp warm``.
 
     .venv/bin/python benchmarks/warm_stages.py                 # fake Gemma-2, 2 repeats each way
     .venv/bin/python benchmarks/warm_stages.py --keep /tmp/warm --repeats 3
@@ -6,7 +6,7 @@
 Builds the test suite's offline fake hub (tiny random-weight models with the real architectures and
 tokenizers, tests/fake_hub.py) and a project on the gemma-2-2b preset with the suite's CPU overrides
 (tests/pipeline/test_real_models.py), reproduces it once, then times ``dvc repro --force
---single-item`` of the five extraction phases with one trait (generate, vet, capture, extract, evaluate),
+--single-item`` of the five extraction phases (generate, vet, capture, extract, evaluate; each runs every trait),
 plain, under ``trait-interp warm`` (its server's start included: the first stages run before it
 is up) and under ``warm`` once its server is up (what each later stage of a long run pays), alternating. The models are tiny, so this is the stage
 start-up a real run pays on top of its compute: mostly importing torch and transformers.
@@ -73,7 +73,6 @@ def main() -> None:
         extra = real_project(root, hub.cache_dir, "gemma-2-2b", judge.base_url)
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["layer"] = 2  # the fake Gemma has 4 layers (the preset's 12 is the real one's)
-        params["traits"] = [TRAITS[0]]  # one trait: each phase stage runs exactly it
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, **extra, "DVC_NO_ANALYTICS": "1", "TRAIT_INTERP_RERUN_TRAITS": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -81,7 +80,7 @@ def main() -> None:
         first = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
         if first.returncode != 0:
             raise SystemExit(f"the first dvc repro failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}")
-        # --force re-runs each phase, TRAIT_INTERP_RERUN_TRAITS=1 its (one) trait (stages/for_each_trait.py)
+        # --force re-runs each phase, TRAIT_INTERP_RERUN_TRAITS=1 its traits (stages/for_each_trait.py)
         chain = ["dvc", "repro", "--force", "--single-item", *STAGES]
         warm = [sys.executable, "-m", "stages", "warm", "--", *chain]
         # the chain timed inside warm once its server is up: what every later stage of a long run pays
@@ -95,11 +94,12 @@ def main() -> None:
             done = subprocess.run(ready, cwd=root, env=env, capture_output=True, text=True, check=True)
             ready_s.append(float(done.stdout.strip().splitlines()[-1]))
     plain, served, up = (statistics.median(x) for x in (plain_s, warm_s, ready_s))
-    print(f"one trait's extraction chain ({len(STAGES)} stages, fake Gemma-2, dvc repro --force):")
-    print(f"  plain stage processes          {plain:6.1f} s  ({plain / len(STAGES):.1f} s a stage)  runs {plain_s}")
-    print(f"  trait-interp warm              {served:6.1f} s  ({served / len(STAGES):.1f} s a stage)  runs {warm_s}"
+    runs = len(STAGES) * len(TRAITS)  # each phase runs every trait
+    print(f"the extraction chain ({len(STAGES)} phases x {len(TRAITS)} traits, fake Gemma-2, dvc repro --force):")
+    print(f"  plain stage processes          {plain:6.1f} s  ({plain / runs:.1f} s a trait run)  runs {plain_s}")
+    print(f"  trait-interp warm              {served:6.1f} s  ({served / runs:.1f} s a trait run)  runs {warm_s}"
           f"  ratio {plain / served:.2f}x (its server's start included)")
-    print(f"  warm, the server already up    {up:6.1f} s  ({up / len(STAGES):.1f} s a stage)  runs {ready_s}"
+    print(f"  warm, the server already up    {up:6.1f} s  ({up / runs:.1f} s a trait run)  runs {ready_s}"
           f"  ratio {plain / up:.2f}x")
 
 
