@@ -15,8 +15,10 @@ Each trait runs as the per-trait command always has (``trait-interp <stage> --tr
 in a fork of this process after the heavy libraries are imported once (as ``trait-interp warm``
 does), so a run sees nothing of the trait before it; without ``os.fork`` (or once CUDA has started)
 each trait is its own ``python -m stages`` process. Which options of a stage are outputs its module
-says (``TRAIT_OUTPUTS``); every other path option is an input. Set ``TRAIT_INTERP_RERUN_TRAITS=1``
-to run every trait again (``dvc repro --force`` re-runs the stage, whose traits are then up to date).
+says (``TRAIT_OUTPUTS``; of them, ``TRAIT_CACHES`` are caches such as the judge's, whose presence
+counts but not their bytes, which carry timestamps); every other path option is an input. Set
+``TRAIT_INTERP_RERUN_TRAITS=1`` to run every trait again (``dvc repro --force`` re-runs the stage,
+whose traits are then up to date).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class TraitRun:
     argv: list[str]
     inputs: dict[str, str]   # option -> path
     outputs: dict[str, str]  # option -> path
+    caches: frozenset[str] = frozenset()  # outputs that are caches: their presence counts, not their bytes
 
 
 def stage_main(command: str) -> Any:
@@ -106,7 +109,7 @@ def trait_runs(command: str, template: list[str], traits: list[str]) -> list[Tra
         runs.append(TraitRun(
             trait, [command, *argv],
             {k: v for k, v in filled.items() if k in paths and k not in outputs and k != "params"},
-            {k: v for k, v in filled.items() if k in outputs}))
+            {k: v for k, v in filled.items() if k in outputs}, frozenset(getattr(stage, "TRAIT_CACHES", ()))))
     return runs
 
 
@@ -164,7 +167,9 @@ def input_digest(run: TraitRun, stage_inputs: bytes, digests: Digests) -> str:
 def output_digest(run: TraitRun, digests: Digests) -> str:
     digest = hashlib.sha256()
     for option, path in sorted(run.outputs.items()):
-        digest.update(f"{option}\0{digests.path(Path(path))}\0".encode())
+        # a judge cache's entries carry timestamps: its content would make the record differ run to run
+        seen = ("present" if Path(path).exists() else "missing") if option in run.caches else digests.path(Path(path))
+        digest.update(f"{option}\0{seen}\0".encode())
     return digest.hexdigest()
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 PARAMS = ("layer", "steering", "judge")
 # the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
 TRAIT_OUTPUTS = ("responses", "best", "metrics", "headline", "plot", "judge_cache")
+TRAIT_CACHES = ("judge_cache",)  # content-addressed answers: present or not, not their bytes
 
 
 def best_extraction_layer(evaluation: Path, site: str, method: str) -> int:

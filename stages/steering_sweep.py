@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 PARAMS = ("sweep", "steering.min_coherence", "judge")
 # the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
 TRAIT_OUTPUTS = ("results", "responses", "best_layers", "metrics", "plot", "judge_cache")
+TRAIT_CACHES = ("judge_cache",)  # content-addressed answers: present or not, not their bytes
 
 
 def min_coherence_of(value: Any, params: Path) -> float:

@@ -23,6 +23,7 @@ from trait_interp.extraction.vetting import VettingSettings, check_enough, verdi
 PARAMS = ("vetting", "judge", "extraction.paired")
 # the options whose paths this stage writes, one trait at a time (stages/for_each_trait.py)
 TRAIT_OUTPUTS = ("out", "metrics", "judge_cache")
+TRAIT_CACHES = ("judge_cache",)  # content-addressed answers: present or not, not their bytes
 
 
 @user_errors

@@ -33,6 +33,7 @@ def write_traits(root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "positive.txt").write_text("\n".join(pos[8 * k: 8 * k + 8]) + "\n")
         (folder / "negative.txt").write_text("\n".join(neg[8 * k: 8 * k + 8]) + "\n")
+        shutil.copy(source / "definition.txt", folder / "definition.txt")
 
 
 def phase_args(stage: str, record_of_model: Path) -> list[str]:
@@ -44,6 +45,10 @@ def phase_args(stage: str, record_of_model: Path) -> list[str]:
         "capture-activations": ["--responses", "out/responses/{trait}.jsonl", "--model", str(record_of_model),
                                 "--out", "out/activations/{trait}"],
         "extract-vectors": ["--activations", "out/activations/{trait}", "--out", "out/vectors/{trait}"],
+        "vet-responses": ["--trait", "{trait}", "--responses", "out/responses/{trait}.jsonl",
+                          "--definition", "traits/{trait}/definition.txt", "--judge-cache", "cache/{trait}.jsonl",
+                          "--judge-record", str(record_of_model.with_name("judge.json")),
+                          "--out", "out/vetting/{trait}.jsonl", "--metrics", "metrics/vetting/{trait}.json"],
     }[stage]
     module = stage.replace("-", "_")
     return ["for-each-trait", stage, "--stage-inputs", f"stage_inputs/{module}.json",
@@ -237,3 +242,24 @@ def test_a_trait_run_as_its_own_process_gives_the_same_bytes(world, tmp_path, mo
     assert code == 0 and files_of(out) == files_of(world["truth"] / TRAITS[0] / "vectors")
     assert run_trait(["extract-vectors", "--activations", "out/activations/none", "--out", str(tmp_path / "x")],
                      fork=False) == 1
+
+
+def test_a_judge_cache_counts_by_presence_so_the_record_is_the_same_on_every_run(world, tmp_path):
+    """A judge cache's entries carry timestamps: two runs from scratch write other cache bytes but the
+    same record (DVC sees the same out); a deleted cache makes its trait run again."""
+    project = tmp_path / "project"
+    shutil.copytree(world["project"], project)
+    args = phase_args("vet-responses", world["model"])
+    records, caches = [], []
+    for _ in range(2):
+        shutil.rmtree(project / "cache", ignore_errors=True)
+        (project / "trait_runs/vet_responses.json").unlink(missing_ok=True)
+        done = run_phase(project, args)
+        assert done.returncode == 0 and traits_run(done) == list(TRAITS), done.stdout + done.stderr
+        records.append((project / "trait_runs/vet_responses.json").read_bytes())
+        caches.append((project / "cache" / f"{TRAITS[0]}.jsonl").read_bytes())
+    assert records[0] == records[1] and caches[0] != caches[1]
+    (project / "cache" / f"{TRAITS[1]}.jsonl").unlink()
+    done = run_phase(project, args)
+    assert done.returncode == 0 and traits_run(done) == [TRAITS[1]], done.stdout + done.stderr
+    assert (project / "cache" / f"{TRAITS[1]}.jsonl").is_file()
