@@ -44,7 +44,7 @@ from trait_interp.core.io import write_json
 
 PARAMS = ("traits",)
 RERUN_VARIABLE = "TRAIT_INTERP_RERUN_TRAITS"
-STAT_CACHE = Path(".dvc/tmp/trait_interp_digests.json")  # content digests by (size, mtime): never tracked
+STAT_CACHE = Path(".dvc/tmp/trait_interp_digests.json")  # content digests by (size, mtime, inode): never tracked
 SKIPPED_NAMES = ("__pycache__",)
 
 
@@ -92,6 +92,7 @@ def option_pairs(argv: list[str], where: str) -> dict[str, str]:
 
 
 def trait_runs(command: str, template: list[str], traits: list[str]) -> list[TraitRun]:
+    """Each trait's argv (``{trait}`` filled in) and which of its paths the run reads and writes."""
     stage = stage_main(command)
     paths = path_options(stage.main)
     outputs = set(stage.TRAIT_OUTPUTS)
