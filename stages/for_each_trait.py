@@ -203,20 +203,10 @@ def run_trait(argv: list[str], fork: bool) -> int:
     pid = os.fork()
     if pid == 0:
         code = 1
-        try:
-            from stages._stage_server import _shut_down_like_the_interpreter
-            from stages.cli import app
+        try:  # as the warm server runs a command: fresh project modules, the argv, a normal exit
+            from stages._stage_server import _run_stage_command
 
-            try:
-                app(args=argv, prog_name="trait-interp")
-                code = 0
-            except SystemExit as done:
-                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-            except BaseException:  # noqa: BLE001 - as the interpreter would: traceback, status 1
-                import traceback
-
-                traceback.print_exc()
-            _shut_down_like_the_interpreter()
+            code = _run_stage_command(["trait-interp", *argv], sys.path[0])
         finally:
             os._exit(code)
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
@@ -275,10 +265,9 @@ def main(
     typer.echo(f"{name}: {len(todo)} of {len(runs)} traits to run, {len(runs) - len(todo)} up to date"
                + (f" ({RERUN_VARIABLE})" if rerun_all else ""))
 
-    def save() -> None:
+    def save() -> None:  # after every trait, so a failure or a kill keeps the traits done
         ordered = {run.trait: done[run.trait] for run in runs if run.trait in done}
         write_json(record, {"stage": name, "traits": ordered})
-        digests.save()
 
     fork = can_fork() if todo else False
     for k, (run, wanted) in enumerate(todo, 1):
@@ -287,7 +276,9 @@ def main(
         if code:
             done.pop(run.trait, None)
             save()
+            digests.save()
             raise UserInputError(f"{name}: {run.trait} failed (exit status {code}); the traits that ran before it are kept")
         done[run.trait] = {"inputs": wanted, "written": output_digest(run, digests), "outputs": run.outputs}
         save()
     save()
+    digests.save()

@@ -30,8 +30,7 @@ from tests.conftest import REPO
 
 pytest.importorskip("moto.server")
 from tests.s3_stub import S3Stub, free_port  # noqa: E402
-from tests.toy_project import TRAITS, copy_project  # noqa: E402
-from tests.toy_project import stages_run as _stages_run  # noqa: E402
+from tests.toy_project import TRAITS, copy_project, stages_run  # noqa: E402
 
 REMOTE = "r2"  # the default remote named in the committed .dvc/config
 LARGE = "synthetic/large_activations.bin"  # a `dvc add`ed file over s3fs's 100 MiB single-PUT limit
@@ -82,11 +81,6 @@ def run(args: list[str], cwd: Path, *, check: bool = True, timeout: float = 600,
 
 def output(done: subprocess.CompletedProcess) -> str:
     return done.stdout + done.stderr
-
-
-def stages_run(text: str) -> set[str]:
-    """DVC's stages run, a per-trait phase counted as the traits it ran (tests/toy_project.py)."""
-    return _stages_run(text)
 
 
 def credentials(s3: S3Stub) -> dict[str, str]:
