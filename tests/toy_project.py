@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.stage_inputs import PER_TRAIT_CODE
+
 TRAITS = ("behavior/refusal", "tone/formality")
 
 
@@ -50,9 +52,8 @@ def stages_run(output: str) -> set[str]:
     return (stages - PHASES) | traits
 
 
-# the per-trait phases: one DVC stage each over every trait
-PHASES = {"generate_responses", "vet_responses", "capture_activations", "extract_vectors", "evaluate_vectors",
-          "steering_sweep", "steering_eval"}
+# the per-trait phases: one DVC stage each over every trait (the stages stage_inputs records)
+PHASES = set(PER_TRAIT_CODE)
 
 
 def copy_sources(repo: Path, root: Path) -> None:
