@@ -272,10 +272,34 @@ def test_gradient_matches_per_layer(dtype: torch.dtype) -> None:
     assert torch.equal(vectors, torch.stack([result.vector for result in results]))
 
 
+def _adam_run(pos: torch.Tensor, neg: torch.Tensor, settings: methods.MethodSettings, layer: int,
+              steps: int, tail: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient method's objective, start and optimiser, written out here and run for ``steps`` steps
+    with no stopping rule: the direction it ends at and the mean of its last ``tail`` unit iterates."""
+    gap = pos.mean(dim=0) - neg.mean(dim=0)
+    w = torch.randn(gap.shape[0], generator=torch.Generator().manual_seed(settings.seed + layer)).requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=settings.gradient_lr)
+    tail_sum = torch.zeros_like(gap)
+    for step in range(steps):
+        optimizer.zero_grad()
+        norm = torch.linalg.vector_norm(w)
+        (-(gap @ (w / norm)) + 0.01 * norm).backward()
+        optimizer.step()
+        if step >= steps - tail:
+            tail_sum += w.detach() / torch.linalg.vector_norm(w.detach())
+    return w.detach() / torch.linalg.vector_norm(w.detach()), tail_sum / tail
+
+
 def test_gradient_stops_where_the_long_adam_run_ends_up() -> None:
-    """The stationarity rule stops Adam within ~200 steps; the result is the direction that
-    thousands of steps give (the rule of before, which at this width never stopped), and the
-    objective's optimum, the class-mean gap."""
+    """The stationarity rule stops Adam within ~200 steps; the result is the direction that thousands of
+    steps give (the rule of before, which at this width never stopped), and the objective's optimum, the
+    class-mean gap.
+
+    "Where thousands of steps end up" is the centre the long run oscillates about, the mean of its last
+    1000 iterates, not its last iterate: with a fixed learning rate and the norm penalty shrinking ``||w||``,
+    that last iterate wanders by about 1e-3 in cosine from one step count to the next and from one CPU's
+    float rounding to another's (measured: 0.99876 to the stopped direction after 6000 steps on an AMD
+    EPYC, 0.99897 after 3000 on an Intel Xeon, 0.99978 after 3000 on the AMD)."""
     stack = _stack(40, 40, 2048, (0.5, 1.0, 2.0), seed=21)
     settings = methods.MethodSettings()
     vectors, info = _extract(stack, "gradient", settings)
@@ -284,7 +308,9 @@ def test_gradient_stops_where_the_long_adam_run_ends_up() -> None:
         assert info[str(layer)]["converged"] == 1.0 and info[str(layer)]["steps"] < 400
         result = methods.gradient(stack.pos[i], stack.neg[i], long_run, layer)
         assert result.info["steps"] == 3000
-        assert _cos(vectors[i], result.vector) >= 0.999
+        last, centre = _adam_run(stack.pos[i], stack.neg[i], settings, layer, steps=3000, tail=1000)
+        assert _cos(last, result.vector) >= 1 - 1e-6  # the run written out above is the method's own long run
+        assert _cos(vectors[i], centre) >= 0.999
         gap = stack.pos[i].mean(dim=0) - stack.neg[i].mean(dim=0)
         assert _cos(vectors[i], gap) >= (1 - settings.gradient_tolerance**2) ** 0.5  # sin < tolerance
 
