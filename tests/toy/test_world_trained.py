@@ -1,9 +1,10 @@
 """End to end on trained toy models, through the stage commands: the pipeline recovers the planted truth.
 
 One session fixture trains a smaller toy world (the refusal trait only, fewer steps: about a
-minute) and runs the refusal trait through generation, vetting (the lexicon oracle at 60 / 40),
-capture, extraction, evaluation and steering. Independent truths: the planted vocabulary in
-datasets/toy/lexicon.json and a random direction of the same norm.
+minute), and runs the refusal trait through generation, vetting (the lexicon oracle at 60 / 40),
+capture, extraction, evaluation and steering on that world's kept models (tests/toy/trained_world.py:
+the same training run on every machine, whose CPU would otherwise train other weights). Independent
+truths: the planted vocabulary in datasets/toy/lexicon.json and a random direction of the same norm.
 """
 
 from __future__ import annotations
@@ -24,17 +25,13 @@ from schemas.sweep import SteeringPredictors, SweepResults
 from schemas.vetting import VettingScores
 from tests.conftest import CORPUS, REPO
 from tests.stage_runs import invoke as run_stage
+from tests.toy import trained_world
+from tests.toy.trained_world import SMALLER, TRAIT
 from trait_interp.core.tables import read_table
 from trait_interp.toy.lexicon import lexicon_for
 
-TRAIT = "behavior/refusal"
 LEXICON = REPO / "datasets/toy/lexicon.json"
 SWEEP = [-1.0, -0.5, 0.5, 1.0]
-SMALLER = {  # ~1/4 of the default training, one planted trait
-    "examples_per_side": 1000,
-    "base": {"steps": 900, "batch_size": 32, "lr": 0.003},
-    "chat": {"steps": 350, "batch_size": 32, "lr": 0.0015},
-}
 
 
 def invoke(*args: object) -> None:
@@ -98,15 +95,15 @@ def sweep(root: Path, params: Path, out: Path) -> dict:
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy_world")
-    world = json.loads((REPO / "datasets/toy/world.json").read_text())
-    world["traits"] = {TRAIT: world["traits"][TRAIT]}
-    (root / "world.json").write_text(json.dumps(world))
+    (root / "world.json").write_text(json.dumps(trained_world.one_trait_world()))
     params = params_file(root, "params")
     out = root / "exp"
+    # this machine's own training run: checked for what training promises (test_training_...)
     invoke("build-toy-models", "--world", root / "world.json", "--lexicon", LEXICON, "--filler", CORPUS,
-           "--out-base", root / "models/base", "--out-instruct", root / "models/instruct",
-           "--out-judge", root / "models/judge", "--loss-base", root / "loss-base.csv",
+           "--out-base", root / "trained/base", "--out-instruct", root / "trained/instruct",
+           "--out-judge", root / "trained/judge", "--loss-base", root / "loss-base.csv",
            "--loss-chat", root / "loss-chat.csv", "--metrics", root / "training.json", "--params", params)
+    trained_world.copy_models(root / "models")  # the kept run, the one the thresholds below describe
     source = REPO / f"datasets/traits/{TRAIT}"
     invoke("generate-responses", "--trait", TRAIT, "--positive", source / "positive.txt",
            "--negative", source / "negative.txt", "--out", out / "responses.jsonl", "--params", params)
@@ -124,6 +121,13 @@ def toy_run(tmp_path_factory):
     grid = sorted({probe["best"]["coefficient"], *(r * probe["best"]["activation_norm"] for r in SWEEP)})
     control = steer(root, params_file(root, "control", method="random_baseline", coefficients=grid), "control")
     return root, out, probe, control, sweep(root, params, out)
+
+
+def test_the_kept_models_come_from_this_checkout_s_trainer_world_and_params():
+    """The kept weights are only a stand-in for a training run while what made them is unchanged."""
+    assert trained_world.recorded()["digest"] == trained_world.inputs_digest(), (
+        "the toy trainer, world, lexicon, corpus or SMALLER changed since tests/toy/trained_world/ was made: "
+        "run `python -m tests.toy.trained_world`, then this file's tests, and commit the new models")
 
 
 def test_training_lowers_the_loss_and_is_recorded(toy_run):
