@@ -23,7 +23,7 @@ from schemas.responses import Responses
 from schemas.steering import SteeringCurve
 from schemas.sweep import SteeringPredictors, SweepResults
 from schemas.vetting import VettingScores
-from tests.conftest import CORPUS, REPO
+from tests.conftest import REPO
 from tests.stage_runs import invoke as run_stage
 from tests.toy import trained_world
 from tests.toy.trained_world import SMALLER, TRAIT
@@ -95,14 +95,9 @@ def sweep(root: Path, params: Path, out: Path) -> dict:
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy_world")
-    (root / "world.json").write_text(json.dumps(trained_world.one_trait_world()))
     params = params_file(root, "params")
     out = root / "exp"
-    # this machine's own training run: checked for what training promises (test_training_...)
-    invoke("build-toy-models", "--world", root / "world.json", "--lexicon", LEXICON, "--filler", CORPUS,
-           "--out-base", root / "trained/base", "--out-instruct", root / "trained/instruct",
-           "--out-judge", root / "trained/judge", "--loss-base", root / "loss-base.csv",
-           "--loss-chat", root / "loss-chat.csv", "--metrics", root / "training.json", "--params", params)
+    trained_world.train(root, params)  # this machine's own run: checked for what training promises (test_training_...)
     trained_world.copy_models(root / "models")  # the kept run, the one the thresholds below describe
     source = REPO / f"datasets/traits/{TRAIT}"
     invoke("generate-responses", "--trait", TRAIT, "--positive", source / "positive.txt",

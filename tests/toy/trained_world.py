@@ -21,8 +21,6 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -84,24 +82,31 @@ def copy_models(dest: Path) -> None:
         shutil.copytree(FIXTURE / "models" / name, dest / name)
 
 
+def train(root: Path, params: Path) -> None:
+    """build-toy-models on the one-trait world (written to ``root/world.json``): models under ``root/trained``,
+    the loss curves and ``training.json`` in ``root``. ``params`` sets the training (SMALLER for these tests)."""
+    from tests.stage_runs import invoke
+
+    (root / "world.json").write_text(json.dumps(one_trait_world()))
+    result = invoke("build-toy-models", "--world", root / "world.json", "--lexicon", REPO / DATA[0],
+                    "--filler", REPO / DATA[1], "--out-base", root / "trained/base",
+                    "--out-instruct", root / "trained/instruct", "--out-judge", root / "trained/judge",
+                    "--loss-base", root / "loss-base.csv", "--loss-chat", root / "loss-chat.csv",
+                    "--metrics", root / "training.json", "--params", params)
+    assert result.exit_code == 0, result.output
+
+
 def regenerate() -> None:
     """Train the one-trait world with SMALLER through the build-toy-models command and keep its models."""
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        (root / "world.json").write_text(json.dumps(one_trait_world()))
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["toy_models"] = toy_settings()
         (root / "params.yaml").write_text(yaml.safe_dump(params))
-        command = [sys.executable, "-m", "stages", "build-toy-models", "--world", root / "world.json",
-                   "--lexicon", REPO / DATA[0], "--filler", REPO / DATA[1], "--out-base", root / "models/base",
-                   "--out-instruct", root / "models/instruct", "--out-judge", root / "models/judge",
-                   "--loss-base", root / "loss-base.csv", "--loss-chat", root / "loss-chat.csv",
-                   "--metrics", root / "training.json", "--params", root / "params.yaml"]
-        if subprocess.run([str(part) for part in command], cwd=REPO).returncode != 0:
-            raise SystemExit("build-toy-models failed (its error is above); the kept models are unchanged")
+        train(root, root / "params.yaml")
         staged = Path(tempfile.mkdtemp(dir=FIXTURE.parent, prefix=".trained_world."))
         for name in MODELS:
-            shutil.copytree(root / "models" / name, staged / "models" / name)
+            shutil.copytree(root / "trained" / name, staged / "models" / name)
         made_from = {
             "digest": inputs_digest(),
             "machine": f"{platform.machine()} {_cpu_name()}",
@@ -126,4 +131,7 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
+    from stages._cpu_kernels import pin_cpu_kernels
+
+    pin_cpu_kernels()  # before torch loads, as in every stage process and the test session (tests/conftest.py)
     regenerate()
