@@ -46,7 +46,7 @@ def params_file(root: Path, name: str, **steering: object) -> Path:
         "toy-instruct": {"path": str(root / "models/instruct"), "dtype": "float32", "device": "cpu"},
     }
     params["monitor_models"], params["diff_model"] = ["toy-instruct"], "toy-base"
-    params["toy_models"].update(SMALLER)
+    params["toy_models"] = trained_world.toy_settings()  # the training the kept models digest
     params["judge"]["local_model"]["path"] = str(root / "models/instruct")
     params["judge"]["lexicon"] = str(LEXICON)
     params["steering"].update(sweep_ratios=SWEEP, **steering)

@@ -11,7 +11,7 @@ what training promises (the loss falls, the run is recorded).
 
 ``made_from.json`` holds a digest of everything the weights came from (the trainer's code, the world,
 lexicon and corpus, the training params). A test compares it with the checkout's: after a change to any
-of those, run ``python -m tests.toy.trained_world`` (about a minute) and check that
+of those, run ``python -m tests.toy.trained_world`` (about 90 s) and check that
 test_world_trained.py still passes before committing the new weights.
 """
 
